@@ -1,0 +1,343 @@
+//! `udpload`: closed-loop UDP load generator for any UDP echo server.
+//!
+//! It keeps exactly `--window` datagrams in flight: it sends that many, then
+//! sends one more for every reply (or timeout). Round-trip times are taken
+//! from send timestamps kept locally, so the echoed payload is only trusted to
+//! carry the sequence number back. The payload is made only of digits and
+//! upper-case hex letters so that it survives servers that upper-case what
+//! they echo (like the course's seed `UDPServer.py`).
+
+use std::io::ErrorKind;
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use hdrhistogram::Histogram;
+
+/// Width of the sequence number at the start of each payload, in hex digits.
+const SEQ_DIGITS: usize = 16;
+/// Largest UDP payload over IPv4.
+const MAX_SIZE: usize = 65_507;
+/// Longest the receive call blocks, so that timeouts and the end of the run
+/// are noticed even when nothing comes back.
+const MAX_POLL: Duration = Duration::from_millis(5);
+
+/// Closed-loop UDP echo load generator (loopback benchmarking only).
+#[derive(Parser, Debug)]
+#[command(name = "udpload", version)]
+struct Args {
+    /// Echo server to load, as HOST:PORT.
+    #[arg(long)]
+    target: String,
+    /// Datagrams kept in flight at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    window: u32,
+    /// Seconds measured after the warm-up.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds of load before measuring starts (not reported).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Payload size in bytes (at least 16: the sequence number).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// A datagram unanswered after this many milliseconds is counted lost and
+    /// its window slot is reused.
+    #[arg(long, default_value_t = 200)]
+    timeout_ms: u64,
+    /// Also print one JSON object line with the results.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One window slot. Slot `i` only ever carries sequence numbers congruent to
+/// `i` modulo the window, so a reply's sequence number finds its slot
+/// directly, and a late reply to a datagram already counted lost (whose slot
+/// has moved on to a newer sequence number) is recognised and ignored.
+#[derive(Clone, Copy)]
+struct Slot {
+    seq: u64,
+    sent_at: Instant,
+}
+
+/// Counters of one run.
+#[derive(Default)]
+struct Counts {
+    sent: u64,
+    answered: u64,
+    lost: u64,
+    /// Replies to datagrams already counted lost.
+    late: u64,
+    /// Replies whose length or sequence number did not parse as ours.
+    bad: u64,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("udpload: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    if !(args.size >= SEQ_DIGITS && args.size <= MAX_SIZE) {
+        bail!("--size must be between {SEQ_DIGITS} and {MAX_SIZE} bytes");
+    }
+    if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 3600.0) {
+        bail!("--duration must be between 0 and 3600 seconds");
+    }
+    if !(args.warmup.is_finite() && args.warmup >= 0.0 && args.warmup <= 3600.0) {
+        bail!("--warmup must be between 0 and 3600 seconds");
+    }
+    if args.timeout_ms == 0 || args.timeout_ms > 60_000 {
+        bail!("--timeout-ms must be between 1 and 60000");
+    }
+    let target = resolve(&args.target)?;
+    let socket = connect(target)?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    socket
+        .set_read_timeout(Some(MAX_POLL.min(timeout)))
+        .context("setting the socket's read timeout")?;
+
+    let window = args.window as usize;
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(args.warmup);
+    let end = measure_from + Duration::from_secs_f64(args.duration);
+
+    // RTTs in nanoseconds; values beyond the bounds are clamped, not lost.
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000_000, 3)
+        .context("creating the RTT histogram")?;
+    let mut counts = Counts::default();
+    let mut payload = vec![b'0'; args.size];
+    let mut buf = vec![0u8; MAX_SIZE + 1];
+    let mut slots = vec![
+        Slot {
+            seq: 0,
+            sent_at: start,
+        };
+        window
+    ];
+
+    for (i, slot) in slots.iter_mut().enumerate() {
+        send(&socket, &mut payload, slot, i as u64, &mut counts)?;
+    }
+
+    let scan_every = (timeout / 4).max(Duration::from_micros(500));
+    let mut next_scan = start + scan_every;
+    loop {
+        let got = socket.recv(&mut buf);
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        let measuring = now >= measure_from;
+        match got {
+            Ok(n) => match parse_seq(&buf[..n], args.size) {
+                Some(seq) => {
+                    let slot = &mut slots[(seq % window as u64) as usize];
+                    if slot.seq == seq {
+                        if measuring {
+                            counts.answered += 1;
+                            let rtt = now.duration_since(slot.sent_at).as_nanos();
+                            hist.saturating_record(u64::try_from(rtt).unwrap_or(u64::MAX));
+                        }
+                        let next = seq + window as u64;
+                        send(&socket, &mut payload, slot, next, &mut counts)?;
+                    } else if measuring {
+                        counts.late += 1;
+                    }
+                }
+                None => {
+                    if measuring {
+                        counts.bad += 1;
+                    }
+                }
+            },
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                bail!(
+                    "receiving from {target}: {e} (is an echo server listening at {}?)",
+                    args.target
+                );
+            }
+            Err(e) => return Err(e).with_context(|| format!("receiving from {target}")),
+        }
+        if now >= next_scan {
+            next_scan = now + scan_every;
+            for slot in slots.iter_mut() {
+                if now.duration_since(slot.sent_at) >= timeout {
+                    if measuring {
+                        counts.lost += 1;
+                    }
+                    let next = slot.seq + window as u64;
+                    send(&socket, &mut payload, slot, next, &mut counts)?;
+                }
+            }
+        }
+    }
+
+    let measured = end.duration_since(measure_from).as_secs_f64();
+    report(&args, target, &counts, &hist, measured);
+    Ok(())
+}
+
+/// Resolves `HOST:PORT`, preferring IPv4 like most echo servers' binds.
+fn resolve(target: &str) -> Result<SocketAddr> {
+    let addrs: Vec<SocketAddr> = target
+        .to_socket_addrs()
+        .with_context(|| format!("resolving --target {target:?} (expected HOST:PORT)"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .with_context(|| format!("--target {target:?} resolved to no address"))
+}
+
+/// A connected socket: the kernel filters out strangers' datagrams and
+/// reports ICMP port-unreachable as `ConnectionRefused`.
+fn connect(target: SocketAddr) -> Result<UdpSocket> {
+    let local: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let socket = UdpSocket::bind(local).with_context(|| format!("binding {local}"))?;
+    socket
+        .connect(target)
+        .with_context(|| format!("connecting the UDP socket to {target}"))?;
+    Ok(socket)
+}
+
+/// Sends sequence number `seq` from `slot`, stamping the send time.
+fn send(
+    socket: &UdpSocket,
+    payload: &mut [u8],
+    slot: &mut Slot,
+    seq: u64,
+    counts: &mut Counts,
+) -> Result<()> {
+    write_seq(payload, seq);
+    slot.seq = seq;
+    slot.sent_at = Instant::now();
+    loop {
+        match socket.send(payload) {
+            Ok(_) => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            // A full socket buffer loses this datagram; the slot times out.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                bail!("sending: {e} (is an echo server listening there?)")
+            }
+            Err(e) => return Err(e).context("sending a datagram"),
+        }
+    }
+    counts.sent += 1;
+    Ok(())
+}
+
+/// Writes `seq` as 16 upper-case hex digits at the start of `payload`.
+fn write_seq(payload: &mut [u8], seq: u64) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for (i, b) in payload[..SEQ_DIGITS].iter_mut().enumerate() {
+        let shift = 4 * (SEQ_DIGITS - 1 - i);
+        *b = HEX[((seq >> shift) & 0xF) as usize];
+    }
+}
+
+/// The sequence number of a reply, if it has our size and a hex prefix
+/// (either case, in case a server lower-cases instead).
+fn parse_seq(reply: &[u8], size: usize) -> Option<u64> {
+    if reply.len() != size {
+        return None;
+    }
+    let mut seq = 0u64;
+    for &b in &reply[..SEQ_DIGITS] {
+        let digit = (b as char).to_digit(16)?;
+        seq = (seq << 4) | u64::from(digit);
+    }
+    Some(seq)
+}
+
+fn report(args: &Args, target: SocketAddr, c: &Counts, hist: &Histogram<u64>, secs: f64) {
+    let rate = c.answered as f64 / secs;
+    let us = |q: f64| {
+        if hist.is_empty() {
+            0.0
+        } else {
+            hist.value_at_quantile(q) as f64 / 1000.0
+        }
+    };
+    let (p50, p90, p99, p999) = (us(0.5), us(0.9), us(0.99), us(0.999));
+    println!(
+        "udpload {target} window={} size={}: {rate:.0} dgram/s ({} answered in {secs:.2} s), \
+         lost {}, late {}, bad {}; rtt us p50 {p50:.1} p90 {p90:.1} p99 {p99:.1} p99.9 {p999:.1}",
+        args.window, args.size, c.answered, c.lost, c.late, c.bad
+    );
+    if c.bad > 0 {
+        eprintln!(
+            "udpload: warning: {} replies were not one of our datagrams (wrong size or \
+             sequence number): does the server keep datagram boundaries?",
+            c.bad
+        );
+    }
+    if args.json {
+        let json = serde_json::json!({
+            "tool": "udpload",
+            "target": target.to_string(),
+            "window": args.window,
+            "size": args.size,
+            "warmup_s": args.warmup,
+            "duration_s": secs,
+            "timeout_ms": args.timeout_ms,
+            "sent": c.sent,
+            "answered": c.answered,
+            "dgram_per_s": rate,
+            "lost": c.lost,
+            "late": c.late,
+            "bad": c.bad,
+            "rtt_us": {
+                "p50": p50,
+                "p90": p90,
+                "p99": p99,
+                "p999": p999,
+                "min": hist.min() as f64 / 1000.0,
+                "max": hist.max() as f64 / 1000.0,
+                "mean": hist.mean() / 1000.0,
+            },
+        });
+        println!("{json}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_round_trips_through_upper_casing() {
+        let mut p = vec![b'0'; 64];
+        write_seq(&mut p, 0xDEAD_BEEF_0123_4567);
+        assert_eq!(&p[..16], b"DEADBEEF01234567");
+        let upper = p.to_ascii_uppercase();
+        assert_eq!(parse_seq(&upper, 64), Some(0xDEAD_BEEF_0123_4567));
+        let lower = p.to_ascii_lowercase();
+        assert_eq!(parse_seq(&lower, 64), Some(0xDEAD_BEEF_0123_4567));
+    }
+
+    #[test]
+    fn rejects_wrong_size_and_garbage() {
+        let mut p = vec![b'0'; 64];
+        write_seq(&mut p, 7);
+        assert_eq!(parse_seq(&p[..63], 64), None);
+        p[3] = b'Z';
+        assert_eq!(parse_seq(&p, 64), None);
+    }
+}

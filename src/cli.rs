@@ -1,0 +1,234 @@
+//! The command line: every flag defined once, with its help and default,
+//! and checked by clap before any socket is opened (a bad value is a
+//! usage error, exit 2). [`crate::run`] turns the parsed values into each
+//! service's config.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::echo::protocol::Reply;
+use crate::json::protocol::DEFAULT_MAX_SIZE;
+
+/// sockit: the socket toolkit for the course's programs, and for real use.
+#[derive(Debug, Parser)]
+#[command(name = "sockit", version, propagate_version = true)]
+#[command(
+    about = "One fast, robust binary for everyday socket jobs: echo, JSON over TCP, and more",
+    long_about = "One fast, robust binary for everyday socket jobs.\n\n\
+        Every server prints `listening on ADDR:PORT` as its first line of standard output \
+        (`-p 0` picks a free port). Data goes to stdout, diagnostics to stderr; errors read \
+        `sockit: error: <what> (<cause>)` and exit 1, usage errors exit 2."
+)]
+pub struct Cli {
+    /// More diagnostics on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides)
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Fewer diagnostics on stderr: -q errors only, -qq nothing
+    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Echo over UDP and TCP: plain, upper-casing or fixed replies (seeds 000, 003, 004)
+    #[command(subcommand)]
+    Echo(EchoCommand),
+    /// JSON values over TCP, each answered as one compact line (seed 004 task 4-4)
+    #[command(subcommand)]
+    Json(JsonCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EchoCommand {
+    /// Serve echo on UDP and TCP (one port for both)
+    Serve(EchoServe),
+    /// Send messages to an echo server and print each reply
+    Send(EchoSend),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JsonCommand {
+    /// Answer every JSON value with the same value as one compact line
+    Serve(JsonServe),
+    /// Send JSON values and print each reply on its own line
+    Send(JsonSend),
+}
+
+/// Where a server listens.
+#[derive(Debug, Args)]
+pub struct Bind {
+    /// Address to listen on (`::` serves IPv6 and IPv4)
+    #[arg(short, long, value_name = "ADDR", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct EchoServe {
+    #[command(flatten)]
+    pub bind: Bind,
+
+    /// Port to listen on, for UDP and TCP (0 = any free port)
+    #[arg(short, long, default_value_t = 12000)]
+    pub port: u16,
+
+    /// Serve UDP only
+    #[arg(long, conflicts_with = "tcp")]
+    pub udp: bool,
+
+    /// Serve TCP only
+    #[arg(long)]
+    pub tcp: bool,
+
+    /// Answer in upper case (Unicode-aware; other bytes unchanged)
+    #[arg(long, conflicts_with = "reply")]
+    pub upper: bool,
+
+    /// Answer every datagram, line or newline-less chunk with TEXT instead
+    #[arg(long, value_name = "TEXT")]
+    pub reply: Option<String>,
+
+    /// Silently drop each UDP datagram with probability P (0 to 1)
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
+    pub drop: f64,
+
+    /// Seed for --drop's pattern, to repeat a lossy run exactly [default: random]
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Delay every reply by MS milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub delay: u64,
+}
+
+impl EchoServe {
+    /// The answer policy these flags ask for.
+    pub fn reply(&self) -> Reply {
+        match (&self.reply, self.upper) {
+            (Some(text), _) => Reply::Fixed(text.clone().into_bytes().into()),
+            (None, true) => Reply::Upper,
+            (None, false) => Reply::Echo,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EchoSend {
+    /// Server host name or address
+    pub host: String,
+
+    /// Server port
+    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+
+    /// Messages to send, one reply each [default: one per line of stdin]
+    #[arg(value_name = "MESSAGE")]
+    pub messages: Vec<String>,
+
+    /// Use UDP (one datagram per message) instead of TCP
+    #[arg(short, long)]
+    pub udp: bool,
+
+    /// Seconds to wait for each reply (and for the connection)
+    #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    pub wait: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonServe {
+    #[command(flatten)]
+    pub bind: Bind,
+
+    /// Port to listen on (0 = any free port)
+    #[arg(short, long, default_value_t = 9000)]
+    pub port: u16,
+
+    /// Largest value accepted, in bytes (suffixes K, M: 1024-based)
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_SIZE, value_parser = size)]
+    pub max_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonSend {
+    /// Server host name or address
+    pub host: String,
+
+    /// Server port
+    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+
+    /// JSON values to send [default: NDJSON, one value per line of stdin]
+    #[arg(value_name = "VALUE", value_parser = json_value)]
+    pub values: Vec<String>,
+
+    /// Seconds to wait for each reply (and for the connection)
+    #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    pub wait: Duration,
+}
+
+fn probability(s: &str) -> Result<f64, String> {
+    let p: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("{p} is not a probability between 0 and 1"))
+    }
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if secs > 0.0 && secs <= 86_400.0 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!("{secs} is not between 0 and 86400 seconds"))
+    }
+}
+
+fn size(s: &str) -> Result<usize, String> {
+    let (digits, unit) = match s.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        t if t.ends_with('K') => (t[..t.len() - 1].to_string(), 1024),
+        t if t.ends_with('M') => (t[..t.len() - 1].to_string(), 1024 * 1024),
+        t => (t.to_string(), 1),
+    };
+    let n: usize = digits.parse().map_err(|_| format!("'{s}' is not a size in bytes"))?;
+    match n.checked_mul(unit) {
+        Some(bytes) if bytes > 0 && bytes <= 1 << 30 => Ok(bytes),
+        _ => Err(format!("'{s}' is not between 1 byte and 1 GiB")),
+    }
+}
+
+fn json_value(s: &str) -> Result<String, String> {
+    crate::json::protocol::parse_value(s.as_bytes())
+        .map(|_| s.to_string())
+        .map_err(|e| format!("not valid JSON: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn value_parsers() {
+        assert_eq!(probability("0.3"), Ok(0.3));
+        assert!(probability("1.5").is_err());
+        assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert!(seconds("0").is_err());
+        assert_eq!(size("1M"), Ok(1 << 20));
+        assert_eq!(size("64KiB"), Ok(64 << 10));
+        assert_eq!(size("100"), Ok(100));
+        assert!(size("0").is_err());
+        assert!(json_value("{\"a\":1}").is_ok());
+        assert!(json_value("{a}").is_err());
+    }
+}

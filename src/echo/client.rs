@@ -1,0 +1,152 @@
+//! `sockit echo send`: request/response against any echo-like server.
+//!
+//! Over UDP every message is one datagram and the reply is the next
+//! datagram back. Over TCP every message is sent as a line (`\n` appended,
+//! as `nc` sends what you type) and the reply is read until the first of:
+//! a newline, the server closing the connection (seed 003's server answers
+//! without a newline and closes), or a pause of [`QUIET`] after some bytes
+//! arrived (a server that answers without newline and stays open).
+//! Nothing at all within `-w` seconds is an error.
+
+use std::io::Write;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::messages::Messages;
+use crate::net;
+use crate::text::printable;
+
+/// A reply with no newline is taken as complete after this much silence.
+const QUIET: Duration = Duration::from_millis(200);
+
+/// A reply longer than this is printed in pieces of this size.
+const MAX_REPLY: usize = 1024 * 1024;
+
+/// What `echo send` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    /// Datagrams instead of a TCP connection (`-u`).
+    pub udp: bool,
+    /// How long to wait for each reply (`-w`), and for the TCP connect.
+    pub wait: Duration,
+}
+
+/// Sends every message and prints every reply on `out`, one per line.
+pub async fn send(config: &Config, mut messages: Messages, out: &mut impl Write) -> Result<()> {
+    let peer = net::display_target(&config.host, config.port);
+    if config.udp {
+        let (socket, _) = net::connect_udp(&config.host, config.port).await?;
+        let mut buf = vec![0u8; 65_536];
+        while let Some(message) = messages.next().await? {
+            socket
+                .send(&message)
+                .await
+                .map_err(|e| udp_error(&peer, e))?;
+            let n = match tokio::time::timeout(config.wait, socket.recv(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(udp_error(&peer, e)),
+                Err(_) => return Err(no_reply(&peer, config.wait)),
+            };
+            print_reply(out, &buf[..n])?;
+        }
+    } else {
+        let stream = net::connect_tcp(&config.host, config.port, config.wait).await?;
+        let mut conn = LineConn::new(stream);
+        while let Some(mut message) = messages.next().await? {
+            message.push(b'\n');
+            conn.stream.write_all(&message).await.map_err(|e| Error::Closed {
+                peer: peer.clone(),
+                why: crate::error::cause(&e),
+            })?;
+            let reply = conn.reply(&peer, config.wait).await?;
+            print_reply(out, &reply)?;
+        }
+        let _ = conn.stream.shutdown().await;
+    }
+    Ok(())
+}
+
+fn udp_error(peer: &str, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::ConnectionRefused {
+        Error::UdpRefused { peer: peer.into() }
+    } else {
+        Error::io(format!("cannot exchange datagrams with {peer}"), e)
+    }
+}
+
+fn no_reply(peer: &str, waited: Duration) -> Error {
+    Error::NoReply {
+        peer: peer.into(),
+        waited,
+    }
+}
+
+/// Prints one reply as one line: the line ending is dropped, the text made
+/// safe for a terminal.
+fn print_reply(out: &mut impl Write, reply: &[u8]) -> Result<()> {
+    let reply = reply.strip_suffix(b"\n").unwrap_or(reply);
+    let reply = reply.strip_suffix(b"\r").unwrap_or(reply);
+    writeln!(out, "{}", printable(reply))
+        .and_then(|()| out.flush())
+        .map_err(Error::Stdout)
+}
+
+/// A TCP connection whose input is cut into replies (see the module doc).
+struct LineConn {
+    stream: TcpStream,
+    buf: BytesMut,
+    closed: bool,
+}
+
+impl LineConn {
+    fn new(stream: TcpStream) -> Self {
+        LineConn {
+            stream,
+            buf: BytesMut::with_capacity(4096),
+            closed: false,
+        }
+    }
+
+    async fn reply(&mut self, peer: &str, wait: Duration) -> Result<BytesMut> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                return Ok(self.buf.split_to(i + 1));
+            }
+            if self.buf.len() >= MAX_REPLY || (self.closed && !self.buf.is_empty()) {
+                return Ok(self.buf.split());
+            }
+            if self.closed {
+                return Err(Error::Closed {
+                    peer: peer.into(),
+                    why: "the server closed it before replying".into(),
+                });
+            }
+            let until = if self.buf.is_empty() {
+                deadline
+            } else {
+                deadline.min(Instant::now() + QUIET)
+            };
+            self.buf.reserve(4096);
+            match tokio::time::timeout_at(until, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) => self.closed = true,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(Error::Closed {
+                        peer: peer.into(),
+                        why: crate::error::cause(&e),
+                    });
+                }
+                Err(_) if self.buf.is_empty() => return Err(no_reply(peer, wait)),
+                Err(_) => return Ok(self.buf.split()),
+            }
+        }
+    }
+}

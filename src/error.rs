@@ -1,0 +1,140 @@
+//! The typed error every library function returns.
+//!
+//! Each variant carries what failed and why; its `Display` is already the
+//! sentence a user reads after `sockit: error: `, in the shape
+//! `<what> (<cause>)`. `main` prints it once and picks the exit code from
+//! [`Error::exit_code`], so no module prints errors of its own.
+
+use std::io;
+use std::time::Duration;
+
+/// Everything that can end a sockit command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listening socket could not be opened (port in use, no permission).
+    #[error("cannot listen on {addr} ({})", cause(.source))]
+    Bind {
+        /// The address as the user asked for it.
+        addr: String,
+        source: io::Error,
+    },
+
+    /// A host name did not resolve to any address.
+    #[error("cannot resolve host '{host}' ({cause})")]
+    Resolve { host: String, cause: String },
+
+    /// A TCP connection could not be made (refused, unreachable, timed out).
+    #[error("cannot connect to {addr} ({cause})")]
+    Connect { addr: String, cause: String },
+
+    /// The peer did not answer in time.
+    #[error("no reply from {peer} (nothing within {} s)", secs(*.waited))]
+    NoReply { peer: String, waited: Duration },
+
+    /// The peer refused a UDP datagram (an ICMP port-unreachable came back).
+    #[error("no reply from {peer} (connection refused: nothing listens on that UDP port)")]
+    UdpRefused { peer: String },
+
+    /// The peer closed the connection while we still expected an answer.
+    #[error("connection to {peer} closed ({why})")]
+    Closed { peer: String, why: String },
+
+    /// Any other I/O failure, with what we were doing at the time.
+    #[error("{what} ({})", cause(.source))]
+    Io { what: String, source: io::Error },
+
+    /// Writing our own output failed; a broken pipe here is not a failure
+    /// (`sockit ... | head` must exit 0), which `main` checks for.
+    #[error("cannot write to standard output ({})", cause(.0))]
+    Stdout(io::Error),
+
+    /// Bad input from the user that clap could not catch (exit 2).
+    #[error("{0}")]
+    Usage(String),
+
+    /// Input the user gave that was wrong, found while running (exit 1).
+    #[error("{what} ({why})")]
+    Input { what: String, why: String },
+}
+
+impl Error {
+    /// Exit code for this error: 2 for usage errors, 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// True when the error is a broken pipe on our own stdout, which means
+    /// the reader went away on purpose and the command succeeded.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// Wraps an I/O error with what we were doing.
+    pub fn io(what: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Shortcut for library results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An I/O error as a short lower-case phrase: `address already in use`
+/// rather than `Address already in use (os error 98)`.
+pub fn cause(err: &io::Error) -> String {
+    let text = err.to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A duration in seconds as a user typed it: `5`, `0.5`.
+fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{}", s as u64)
+    } else {
+        format!("{s}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_causes_are_short_phrases() {
+        let e = io::Error::from_raw_os_error(98);
+        assert_eq!(cause(&e), "address already in use");
+        let bind = Error::Bind {
+            addr: "0.0.0.0:12000".into(),
+            source: e,
+        };
+        assert_eq!(
+            bind.to_string(),
+            "cannot listen on 0.0.0.0:12000 (address already in use)"
+        );
+    }
+
+    #[test]
+    fn timeouts_read_naturally() {
+        let e = Error::NoReply {
+            peer: "127.0.0.1:9".into(),
+            waited: Duration::from_millis(500),
+        };
+        assert_eq!(e.to_string(), "no reply from 127.0.0.1:9 (nothing within 0.5 s)");
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(Error::Usage("x".into()).exit_code(), 2);
+    }
+}

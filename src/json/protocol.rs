@@ -1,0 +1,514 @@
+//! Framing a byte stream into JSON values: the codec both `json serve` and
+//! `json send` speak.
+//!
+//! The stream is a sequence of JSON values with or without whitespace
+//! between them (seed 004's client sends `{...}{...}` with nothing in
+//! between). [`JsonCodec`] finds where each value ends with a cheap
+//! structural scan (brackets, strings, escapes), remembered across reads so
+//! a value arriving in many pieces is scanned once. Only a complete value
+//! is handed to serde_json, which validates it; it is then passed on as one
+//! compact line (whitespace outside strings removed, everything else,
+//! including key order and number spelling, kept byte for byte).
+//!
+//! "Need more bytes" is never "bad input". Bad input becomes a
+//! [`Frame::Error`] with the stream offset where the value went wrong, and
+//! decoding resumes after the next newline. Two rules keep that from
+//! swallowing good input:
+//! * a value that is still open is test-parsed whenever its bytes have
+//!   doubled or a newline arrived, so `{` followed by a line of good JSON is
+//!   reported at once instead of waiting for a `}` that never comes (the
+//!   doubling keeps the cost linear);
+//! * a value longer than `max_size` is refused as soon as it is known to be
+//!   too long, without buffering the rest of it.
+//!
+//! A top-level number touching the end of the buffer may still be growing
+//! (`12` then `3`), so it is only complete when a delimiter follows, the
+//! stream ends, or the codec is `eager` (a client reading replies, which
+//! arrive whole).
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::de::IgnoredAny;
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Default `--max-size`: the largest value accepted, in bytes.
+pub const DEFAULT_MAX_SIZE: usize = 1024 * 1024;
+
+/// One decoded item: a value to pass on, or a complaint about bad input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A valid value, compacted to one line (no trailing newline).
+    Value(Bytes),
+    /// Input that is not a valid value: why, and the offset in the stream
+    /// (counted in bytes from the connection's first byte) where it failed.
+    Error { message: String, offset: u64 },
+}
+
+impl Frame {
+    /// The error reply `{"error": "...", "offset": N}` as one JSON line.
+    fn error_json(message: &str, offset: u64) -> Vec<u8> {
+        let value = serde_json::json!({ "error": message, "offset": offset });
+        serde_json::to_vec(&value).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec())
+    }
+}
+
+/// Where the scan of the value at the front of the buffer has got to.
+#[derive(Debug, Default, Clone)]
+struct Scan {
+    /// Bytes of the current value already scanned.
+    pos: usize,
+    /// Open `{` / `[` not yet closed.
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    /// Buffer length at the last test-parse of an incomplete value.
+    checked_len: usize,
+}
+
+/// Result of scanning the value at the front of the buffer.
+enum Scanned {
+    /// The value ends at this many bytes.
+    Complete(usize),
+    /// More bytes are needed.
+    Incomplete,
+}
+
+/// The JSON stream codec (see the module doc).
+#[derive(Debug)]
+pub struct JsonCodec {
+    max_size: usize,
+    /// Replies arrive whole, so a scalar at the end of the buffer is done.
+    eager: bool,
+    /// Stream offset of the first byte still in the buffer.
+    offset: u64,
+    scan: Scan,
+    /// After bad input: discarding bytes up to the next newline.
+    resyncing: bool,
+}
+
+impl JsonCodec {
+    /// A codec for a server: values up to `max_size` bytes.
+    pub fn new(max_size: usize) -> Self {
+        JsonCodec {
+            max_size,
+            eager: false,
+            offset: 0,
+            scan: Scan::default(),
+            resyncing: false,
+        }
+    }
+
+    /// A codec for reading replies, where a value ends with its last write.
+    pub fn eager(max_size: usize) -> Self {
+        JsonCodec {
+            eager: true,
+            ..JsonCodec::new(max_size)
+        }
+    }
+
+    fn advance(&mut self, buf: &mut BytesMut, n: usize) {
+        buf.advance(n);
+        self.offset += n as u64;
+    }
+
+    /// Reports bad input at `at` (relative to the buffer) and starts
+    /// skipping to the next newline after the value's start.
+    fn bad_input(&mut self, buf: &mut BytesMut, message: String, at: usize) -> Frame {
+        let offset = self.offset + at as u64;
+        self.scan = Scan::default();
+        self.resyncing = true;
+        // The byte that started the value is consumed in any case, so a
+        // newline inside it (at 0) is not found again.
+        self.advance(buf, 1.min(buf.len()));
+        Frame::Error { message, offset }
+    }
+
+    /// Scans forward from `self.scan.pos`; `buf[0]` is the value's first byte.
+    fn scan(&mut self, buf: &[u8], at_eof: bool) -> Scanned {
+        let s = &mut self.scan;
+        let first = buf[0];
+        if first == b'{' || first == b'[' || first == b'"' {
+            if s.pos == 0 {
+                s.pos = 1;
+                if first == b'"' {
+                    s.in_string = true;
+                } else {
+                    s.depth = 1;
+                }
+            }
+            while s.pos < buf.len() {
+                let b = buf[s.pos];
+                s.pos += 1;
+                if s.in_string {
+                    if s.escaped {
+                        s.escaped = false;
+                    } else if b == b'\\' {
+                        s.escaped = true;
+                    } else if b == b'"' {
+                        s.in_string = false;
+                        if s.depth == 0 {
+                            return Scanned::Complete(s.pos);
+                        }
+                    }
+                } else {
+                    match b {
+                        b'"' => s.in_string = true,
+                        b'{' | b'[' => s.depth += 1,
+                        b'}' | b']' => {
+                            s.depth -= 1;
+                            if s.depth == 0 {
+                                return Scanned::Complete(s.pos);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Scanned::Incomplete
+        } else {
+            // A scalar (number, true/false/null) or garbage: it runs to the
+            // next delimiter, and is at least one byte long.
+            let end = buf[1..]
+                .iter()
+                .position(|&b| is_delimiter(b))
+                .map(|i| i + 1);
+            match end {
+                Some(end) => Scanned::Complete(end),
+                None if at_eof || self.eager => Scanned::Complete(buf.len()),
+                None => Scanned::Incomplete,
+            }
+        }
+    }
+
+    fn decode_inner(&mut self, buf: &mut BytesMut, at_eof: bool) -> Option<Frame> {
+        loop {
+            if self.resyncing {
+                match buf.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        self.advance(buf, i + 1);
+                        self.resyncing = false;
+                    }
+                    None => {
+                        let all = buf.len();
+                        self.advance(buf, all);
+                        return None;
+                    }
+                }
+            }
+            let blank = buf.iter().take_while(|b| is_space(**b)).count();
+            if blank > 0 {
+                self.advance(buf, blank);
+                self.scan = Scan::default();
+            }
+            if buf.is_empty() {
+                return None;
+            }
+            match self.scan(buf, at_eof) {
+                Scanned::Complete(end) if end > self.max_size => {
+                    return Some(self.too_large(buf));
+                }
+                Scanned::Complete(end) => {
+                    let frame = self.finish_value(buf, end);
+                    return Some(frame);
+                }
+                Scanned::Incomplete if buf.len() > self.max_size => {
+                    return Some(self.too_large(buf));
+                }
+                Scanned::Incomplete if at_eof => {
+                    let frame = match serde_json::from_slice::<IgnoredAny>(buf) {
+                        Err(e) if !e.is_eof() => {
+                            let at = error_position(buf, &e);
+                            self.bad_input(buf, serde_message(&e), at)
+                        }
+                        _ => {
+                            let at = buf.len();
+                            self.bad_input(buf, "connection closed in the middle of a value".into(), at)
+                        }
+                    };
+                    let rest = buf.len();
+                    self.advance(buf, rest);
+                    return Some(frame);
+                }
+                Scanned::Incomplete => {
+                    if let Some(frame) = self.early_check(buf) {
+                        return Some(frame);
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Test-parses an incomplete value when that can tell us something new
+    /// (see the module doc); returns the error if it is already invalid.
+    fn early_check(&mut self, buf: &mut BytesMut) -> Option<Frame> {
+        let len = buf.len();
+        let grew = len >= self.scan.checked_len.saturating_mul(2).max(64);
+        let newline = buf[self.scan.checked_len.min(len)..].contains(&b'\n');
+        if !grew && !newline {
+            return None;
+        }
+        self.scan.checked_len = len;
+        match serde_json::from_slice::<IgnoredAny>(buf) {
+            Err(e) if !e.is_eof() => {
+                let at = error_position(buf, &e);
+                Some(self.bad_input(buf, serde_message(&e), at))
+            }
+            _ => None,
+        }
+    }
+
+    fn too_large(&mut self, buf: &mut BytesMut) -> Frame {
+        let message = format!("value too large (max {} bytes)", self.max_size);
+        self.bad_input(buf, message, 0)
+    }
+
+    /// Validates and compacts the complete value `buf[..end]`.
+    fn finish_value(&mut self, buf: &mut BytesMut, end: usize) -> Frame {
+        let value = &buf[..end];
+        match validate(value) {
+            Ok(()) => {
+                let compact = compact(value);
+                self.advance(buf, end);
+                self.scan = Scan::default();
+                Frame::Value(compact)
+            }
+            Err((message, at)) => self.bad_input(buf, message, at),
+        }
+    }
+}
+
+/// Checks that `value` is exactly one valid JSON value in valid UTF-8.
+/// Returns the complaint and the byte index it refers to. (serde does not
+/// check the UTF-8 of strings it is told to ignore, hence the first step.)
+fn validate(value: &[u8]) -> Result<(), (String, usize)> {
+    if let Err(e) = std::str::from_utf8(value) {
+        return Err(("invalid UTF-8".to_string(), e.valid_up_to()));
+    }
+    serde_json::from_slice::<IgnoredAny>(value)
+        .map(|_| ())
+        .map_err(|e| (serde_message(&e), error_position(value, &e)))
+}
+
+impl Decoder for JsonCodec {
+    type Item = Frame;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, Self::Error> {
+        Ok(self.decode_inner(buf, false))
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, Self::Error> {
+        Ok(self.decode_inner(buf, true))
+    }
+}
+
+impl Encoder<Frame> for JsonCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), Self::Error> {
+        match frame {
+            Frame::Value(bytes) => dst.extend_from_slice(&bytes),
+            Frame::Error { message, offset } => {
+                dst.extend_from_slice(&Frame::error_json(&message, offset))
+            }
+        }
+        dst.put_u8(b'\n');
+        Ok(())
+    }
+}
+
+/// Validates one value given as text (an argument or a stdin line) and
+/// returns it compacted, or serde's complaint.
+pub fn parse_value(text: &[u8]) -> Result<Bytes, String> {
+    match validate(text) {
+        Ok(()) => Ok(compact(text)),
+        Err((message, at)) => Err(format!("{message} at byte {at}")),
+    }
+}
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+fn is_delimiter(b: u8) -> bool {
+    is_space(b) || matches!(b, b'{' | b'}' | b'[' | b']' | b',' | b':' | b'"')
+}
+
+/// Removes whitespace outside strings from valid JSON.
+fn compact(value: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(value.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut start = 0;
+    for (i, &b) in value.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if is_space(b) {
+            out.extend_from_slice(&value[start..i]);
+            start = i + 1;
+        }
+    }
+    out.extend_from_slice(&value[start..]);
+    out.freeze()
+}
+
+/// serde_json's message without its " at line L column C" suffix (the
+/// offset says where).
+fn serde_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+/// Byte index in `value` of serde_json's (line, column) error position.
+fn error_position(value: &[u8], e: &serde_json::Error) -> usize {
+    let (line, column) = (e.line(), e.column());
+    let mut index = 0;
+    for _ in 1..line {
+        match value[index..].iter().position(|&b| b == b'\n') {
+            Some(i) => index += i + 1,
+            None => break,
+        }
+    }
+    (index + column.saturating_sub(1)).min(value.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(codec: &mut JsonCodec, reads: &[&[u8]]) -> Vec<Frame> {
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for read in reads {
+            buf.extend_from_slice(read);
+            while let Some(f) = codec.decode(&mut buf).unwrap() {
+                frames.push(f);
+            }
+        }
+        while let Some(f) = codec.decode_eof(&mut buf).unwrap() {
+            frames.push(f);
+        }
+        frames
+    }
+
+    fn value(s: &str) -> Frame {
+        Frame::Value(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    fn err(message: &str, offset: u64) -> Frame {
+        Frame::Error {
+            message: message.into(),
+            offset,
+        }
+    }
+
+    #[test]
+    fn values_without_separators() {
+        let mut c = JsonCodec::new(1024);
+        let frames = decode_all(&mut c, &[br#"{"name": "jung", "count": 0}{"name": "jung", "count": 1}"#]);
+        assert_eq!(
+            frames,
+            vec![
+                value(r#"{"name":"jung","count":0}"#),
+                value(r#"{"name":"jung","count":1}"#)
+            ]
+        );
+    }
+
+    #[test]
+    fn values_split_across_reads_at_every_point() {
+        let input = br#" {"a": [1, "x}\"y"]} "s p" 42 true"#;
+        for cut in 0..=input.len() {
+            let mut c = JsonCodec::new(1024);
+            let frames = decode_all(&mut c, &[&input[..cut], &input[cut..]]);
+            assert_eq!(
+                frames,
+                vec![value(r#"{"a":[1,"x}\"y"]}"#), value(r#""s p""#), value("42"), value("true")],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_value_reports_offset_and_resyncs_at_newline() {
+        let mut c = JsonCodec::new(1024);
+        let frames = decode_all(&mut c, &[b"{\"a\":1}{bad}\n[2]\n"]);
+        assert_eq!(
+            frames,
+            vec![value(r#"{"a":1}"#), err("key must be a string", 8), value("[2]")]
+        );
+    }
+
+    #[test]
+    fn unclosed_value_does_not_swallow_the_next_line() {
+        let mut c = JsonCodec::new(1 << 20);
+        let frames = decode_all(&mut c, &[b"{\n", b"{\"ok\":true}\n"]);
+        assert_eq!(frames[0], err("key must be a string", 2));
+        assert_eq!(frames[1..], [value(r#"{"ok":true}"#)]);
+    }
+
+    #[test]
+    fn oversize_is_refused_without_buffering_it() {
+        let mut c = JsonCodec::new(100);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(b"[\"");
+        buf.extend_from_slice(&[b'x'; 150]);
+        let f = c.decode(&mut buf).unwrap();
+        assert_eq!(f, Some(err("value too large (max 100 bytes)", 0)));
+        // Framed decodes again right after a frame: the rest is discarded.
+        assert_eq!(c.decode(&mut buf).unwrap(), None);
+        assert!(buf.is_empty(), "the oversize bytes are discarded");
+        buf.extend_from_slice(b"xxxx\"]\n{}");
+        assert_eq!(c.decode(&mut buf).unwrap(), Some(value("{}")));
+    }
+
+    #[test]
+    fn invalid_utf8_and_garbage_are_errors() {
+        let mut c = JsonCodec::new(1024);
+        let frames = decode_all(&mut c, &[b"\"\xff\"\n\x00\x01garbage\n{\"k\":\"\xed\xa0\x80\"}\n7\n"]);
+        assert!(matches!(frames[0], Frame::Error { offset: 1, .. }), "{frames:?}");
+        assert!(matches!(frames[1], Frame::Error { offset: 4, .. }), "{frames:?}");
+        assert!(matches!(frames[2], Frame::Error { offset: 20, .. }), "{frames:?}");
+        assert_eq!(frames[3], value("7"));
+        assert_eq!(frames.len(), 4);
+    }
+
+    #[test]
+    fn number_at_buffer_end_waits_unless_eager() {
+        let mut c = JsonCodec::new(1024);
+        let mut buf = BytesMut::from(&b"12"[..]);
+        assert_eq!(c.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(b"3 ");
+        assert_eq!(c.decode(&mut buf).unwrap(), Some(value("123")));
+        let mut eager = JsonCodec::eager(1024);
+        let mut buf = BytesMut::from(&b"12"[..]);
+        assert_eq!(eager.decode(&mut buf).unwrap(), Some(value("12")));
+    }
+
+    #[test]
+    fn disconnect_mid_value_is_reported() {
+        let mut c = JsonCodec::new(1024);
+        let frames = decode_all(&mut c, &[br#"{"a": [1, 2"#]);
+        assert_eq!(frames, vec![err("connection closed in the middle of a value", 11)]);
+    }
+
+    #[test]
+    fn encoder_writes_lines() {
+        let mut c = JsonCodec::new(1024);
+        let mut out = BytesMut::new();
+        c.encode(value("[1]"), &mut out).unwrap();
+        c.encode(err("bad", 3), &mut out).unwrap();
+        assert_eq!(&out[..], b"[1]\n{\"error\":\"bad\",\"offset\":3}\n");
+    }
+}

@@ -1,0 +1,38 @@
+//! sockit: one binary for the socket programs of a networking course, built
+//! to be used for real.
+//!
+//! # Module map
+//!
+//! `main.rs` parses the command line with [`cli`], sets up logging and the
+//! one shutdown signal ([`shutdown`]), and calls [`run::run`], which binds
+//! sockets through [`net`] and starts the service the command names. Each
+//! service is a module of its own with the same inner shape: `protocol`
+//! (framing and what to answer; no I/O), `server` (`run` takes an already
+//! bound socket and the shutdown token, so tests start servers on port 0
+//! in-process) and `client`. Data flows socket -> protocol's framing type ->
+//! server logic -> protocol's encoder -> socket; nothing outside `protocol`
+//! touches raw byte buffers.
+//!
+//! - [`echo`]: RFC 862 echo over UDP and TCP, with upper-casing, fixed
+//!   replies, simulated loss and delay (seeds 000, 003, 004 task 5).
+//! - [`json`]: a stream of JSON values answered one compact line each
+//!   (seed 004 task 4-4).
+//! - [`messages`]: where clients' messages come from (arguments or stdin).
+//! - [`text`]: making untrusted bytes safe to print on a terminal.
+//! - [`error`]: the typed error all of the above return; `main` prints it.
+//!
+//! Later services (chat, lan, ping, transfer) slot in beside `echo` and
+//! `json` with the same shape: a `cli` subcommand, a branch in [`run`], and
+//! a module with `protocol`/`server`/`client`.
+
+pub mod cli;
+pub mod echo;
+pub mod error;
+pub mod json;
+pub mod messages;
+pub mod net;
+pub mod run;
+pub mod shutdown;
+pub mod text;
+
+pub use error::{Error, Result};

@@ -1,0 +1,241 @@
+//! Opening sockets the way every sockit command wants them.
+//!
+//! Servers bind through here so they all behave alike: TCP listeners set
+//! SO_REUSEADDR (a restarted server does not wait out TIME_WAIT) and a large
+//! backlog (a connect storm is queued, not refused); UDP sockets do *not*
+//! set it, because on Linux two UDP sockets with SO_REUSEADDR share a port
+//! silently and "port already in use" would go unreported. Binding `::`
+//! clears IPV6_V6ONLY so one socket serves IPv4 and IPv6 clients. Port 0
+//! picks a free port, and [`bind_pair`] finds one free for TCP and UDP at once.
+//!
+//! Clients resolve and connect through here too, so "host not found" and
+//! "connection refused" read the same in every command.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use crate::error::{Error, Result, cause};
+
+/// How many pending connections the kernel may queue for a listener
+/// (capped by net.core.somaxconn).
+const BACKLOG: i32 = 4096;
+
+/// How many times [`bind_pair`] tries to find a port free for both protocols.
+const PAIR_ATTEMPTS: usize = 32;
+
+fn new_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        // Dual stack: `::` also accepts IPv4 clients.
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = new_socket(addr, Type::STREAM, Protocol::TCP)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = new_socket(addr, Type::DGRAM, Protocol::UDP)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Binds a TCP listener on `addr` (port 0 = any free port).
+pub fn bind_tcp(addr: SocketAddr) -> Result<TcpListener> {
+    tcp_listener(addr).map_err(|source| Error::Bind {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+/// Binds a UDP socket on `addr` (port 0 = any free port).
+pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket> {
+    udp_socket(addr).map_err(|source| Error::Bind {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+/// Binds TCP and UDP on the same port. With port 0 it retries until it finds
+/// a port that is free for both (the kernel picks TCP's, UDP may hold it).
+pub fn bind_pair(addr: SocketAddr) -> Result<(TcpListener, UdpSocket)> {
+    let attempts = if addr.port() == 0 { PAIR_ATTEMPTS } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let tcp = bind_tcp(addr)?;
+        let port = local_addr(&tcp)?.port();
+        match udp_socket(SocketAddr::new(addr.ip(), port)) {
+            Ok(udp) => return Ok((tcp, udp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(Error::Bind {
+        addr: addr.to_string(),
+        source: last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)),
+    })
+}
+
+/// The address a socket is bound to, as an error users can read if the
+/// kernel will not say.
+pub fn local_addr(listener: &TcpListener) -> Result<SocketAddr> {
+    listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the listening address", e))
+}
+
+/// Combines `--bind` and `--port` into a socket address.
+pub fn listen_addr(ip: IpAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(ip, port)
+}
+
+/// Raises this process's soft open-file limit to the hard limit, so a
+/// server can hold as many connections as the machine allows. Returns the
+/// limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+            1024
+        }
+    }
+}
+
+/// Turns on TCP keepalive for an accepted connection, so a peer that
+/// vanished without a FIN (power loss, cable pulled) is noticed and its
+/// resources freed instead of being held forever.
+pub fn keepalive(stream: &TcpStream) {
+    let ka = TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10));
+    if let Err(e) = SockRef::from(stream).set_tcp_keepalive(&ka) {
+        tracing::debug!("cannot enable keepalive: {e}");
+    }
+}
+
+/// Resolves `host:port` to the addresses to try, in the resolver's order.
+pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
+    // Literal addresses (including `[::1]`) never touch the resolver.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let found = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| Error::Resolve {
+            host: host.to_string(),
+            cause: resolver_cause(&e),
+        })?;
+    let addrs: Vec<SocketAddr> = found.collect();
+    if addrs.is_empty() {
+        return Err(Error::Resolve {
+            host: host.to_string(),
+            cause: "no addresses".into(),
+        });
+    }
+    Ok(addrs)
+}
+
+/// The resolver's message without the Rust wrapper text.
+fn resolver_cause(e: &io::Error) -> String {
+    let text = cause(e);
+    text.strip_prefix("failed to lookup address information: ")
+        .map(|s| s.to_lowercase())
+        .unwrap_or(text)
+}
+
+/// Connects over TCP to the first address of `host` that answers, each try
+/// bounded by `timeout`.
+pub async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
+    let addrs = resolve(host, port).await?;
+    let mut last_cause = String::new();
+    for addr in &addrs {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(e)) => last_cause = cause(&e),
+            Err(_) => last_cause = format!("timed out after {} s", timeout.as_secs_f64()),
+        }
+    }
+    Err(Error::Connect {
+        addr: display_target(host, port),
+        cause: last_cause,
+    })
+}
+
+/// Opens a UDP socket connected to `host:port`. Connecting lets the kernel
+/// report an ICMP port-unreachable as "connection refused" on the next
+/// receive, and filters out datagrams from anyone else.
+pub async fn connect_udp(host: &str, port: u16) -> Result<(UdpSocket, SocketAddr)> {
+    let addrs = resolve(host, port).await?;
+    let mut last = None;
+    for addr in addrs {
+        let local: SocketAddr = if addr.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let attempt = async {
+            let socket = UdpSocket::bind(local).await?;
+            socket.connect(addr).await?;
+            Ok::<_, io::Error>(socket)
+        };
+        match attempt.await {
+            Ok(socket) => return Ok((socket, addr)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(Error::Connect {
+        addr: display_target(host, port),
+        cause: last.map(|e| cause(&e)).unwrap_or_default(),
+    })
+}
+
+/// `host:port`, bracketing bare IPv6 addresses.
+pub fn display_target(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pair_shares_one_port() {
+        let (tcp, udp) = bind_pair("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        assert_eq!(udp.local_addr().unwrap().port(), port);
+    }
+
+    #[tokio::test]
+    async fn udp_port_in_use_is_reported() {
+        let first = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let taken = first.local_addr().unwrap();
+        let err = bind_udp(taken).unwrap_err();
+        assert!(err.to_string().contains("address already in use"), "{err}");
+    }
+
+    #[test]
+    fn targets_bracket_ipv6() {
+        assert_eq!(display_target("::1", 7), "[::1]:7");
+        assert_eq!(display_target("localhost", 7), "localhost:7");
+    }
+}

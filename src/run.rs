@@ -1,0 +1,96 @@
+//! Turns a parsed command into a running service or client: binds what a
+//! server needs, announces it, and hands it the shutdown token. This is
+//! the one place that writes a server's `listening on ADDR:PORT` line.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Command, EchoCommand, JsonCommand};
+use crate::error::{Error, Result};
+use crate::messages::Messages;
+use crate::{echo, json, net};
+
+/// File descriptors kept back from the connection cap for listeners,
+/// stdio and the runtime.
+const FD_RESERVE: u64 = 64;
+
+/// Runs `command` until it finishes or `shutdown` is cancelled.
+pub async fn run(command: Command, shutdown: CancellationToken) -> Result<()> {
+    match command {
+        Command::Echo(EchoCommand::Serve(args)) => {
+            let addr = net::listen_addr(args.bind.bind, args.port);
+            let (tcp, udp) = match (args.udp, args.tcp) {
+                (true, _) => (None, Some(net::bind_udp(addr)?)),
+                (_, true) => (Some(net::bind_tcp(addr)?), None),
+                _ => {
+                    let (tcp, udp) = net::bind_pair(addr)?;
+                    (Some(tcp), Some(udp))
+                }
+            };
+            let local = match (&tcp, &udp) {
+                (Some(t), _) => net::local_addr(t)?,
+                (None, Some(u)) => u
+                    .local_addr()
+                    .map_err(|e| Error::io("cannot read the listening address", e))?,
+                (None, None) => unreachable!("clap forbids --udp with --tcp"),
+            };
+            let seed = args.seed.unwrap_or_else(rand::random);
+            if args.drop > 0.0 {
+                tracing::info!("dropping {}% of datagrams, --seed {seed}", args.drop * 100.0);
+            }
+            let config = echo::server::Config {
+                reply: args.reply(),
+                drop: args.drop,
+                seed,
+                delay: std::time::Duration::from_millis(args.delay),
+            };
+            announce(local)?;
+            echo::server::run(tcp, udp, config, max_connections(), shutdown).await
+        }
+        Command::Echo(EchoCommand::Send(args)) => {
+            let config = echo::client::Config {
+                host: args.host,
+                port: args.port,
+                udp: args.udp,
+                wait: args.wait,
+            };
+            let messages = Messages::from_args_or_stdin(args.messages);
+            let stdout = std::io::stdout();
+            echo::client::send(&config, messages, &mut stdout.lock()).await
+        }
+        Command::Json(JsonCommand::Serve(args)) => {
+            let listener = net::bind_tcp(net::listen_addr(args.bind.bind, args.port))?;
+            announce(net::local_addr(&listener)?)?;
+            json::server::run(listener, args.max_size, max_connections(), shutdown).await
+        }
+        Command::Json(JsonCommand::Send(args)) => {
+            let config = json::client::Config {
+                host: args.host,
+                port: args.port,
+                wait: args.wait,
+            };
+            let messages = Messages::from_args_or_stdin(args.values);
+            let stdout = std::io::stdout();
+            json::client::send(&config, messages, &mut stdout.lock()).await
+        }
+    }
+}
+
+/// Prints the first stdout line every server owes its caller.
+fn announce(addr: SocketAddr) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {addr}")
+        .and_then(|()| out.flush())
+        .map_err(Error::Stdout)?;
+    tracing::info!("listening on {addr}");
+    Ok(())
+}
+
+/// How many connections a server may hold: the open-file limit (raised to
+/// its hard maximum) less a reserve.
+fn max_connections() -> usize {
+    let limit = net::raise_fd_limit();
+    limit.saturating_sub(FD_RESERVE).max(16) as usize
+}

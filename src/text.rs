@@ -1,0 +1,57 @@
+//! Making untrusted bytes safe to show on a terminal.
+//!
+//! Peers send whatever they like. Before their bytes reach a terminal we
+//! decode them as UTF-8 (invalid sequences become U+FFFD, so Korean and
+//! every other script stay readable, unlike ncat's octal escapes) and
+//! escape the characters that can move the cursor, recolour the screen or
+//! reorder text: C0/C1 controls (except tab and newline), bidi overrides
+//! and isolates, and zero-width characters that hide text.
+
+/// Returns `bytes` as printable text: lossy UTF-8 with dangerous characters
+/// escaped as `\x1b` or `\u{202e}`.
+pub fn printable(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    if !text.chars().any(needs_escape) {
+        return text.into_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if needs_escape(c) {
+            let code = c as u32;
+            if code < 0x100 {
+                out.push_str(&format!("\\x{code:02x}"));
+            } else {
+                out.push_str(&format!("\\u{{{code:x}}}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn needs_escape(c: char) -> bool {
+    match c {
+        '\t' | '\n' => false,
+        c if c.is_control() => true,
+        // bidi embeddings/overrides, isolates, marks
+        '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' => true,
+        // zero-width space/joiners, word joiner, BOM
+        '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn korean_is_kept_and_controls_escaped() {
+        assert_eq!(printable("안녕 hello".as_bytes()), "안녕 hello");
+        assert_eq!(printable(b"a\x1b[2Jb"), "a\\x1b[2Jb");
+        assert_eq!(printable("x\u{202e}y".as_bytes()), "x\\u{202e}y");
+        assert_eq!(printable(b"ok\xffok"), "ok\u{fffd}ok");
+        assert_eq!(printable(b"tab\tnl\n"), "tab\tnl\n");
+    }
+}
