@@ -13,6 +13,7 @@
 #   UDP_RUNS [1]   udpload runs per UDP server, alternating; the median is kept
 #   WINDOW [32]    datagrams in flight      SIZE [64]   datagram payload bytes
 #   BYTES [1G]     bytes per tcpbulk run    TCP_TIMEOUT [60] seconds per run
+#   STALL_TIMEOUT [10] seconds without echoed data before a TCP run is aborted
 #   PEERS_ONLY [0] 1: skip sockit (to test the harness before sockit exists)
 #   NO_BUILD [0]   1: use the binaries already built (honours CARGO_TARGET_DIR)
 # Results: stdout and bench/results/latest.txt (+ raw JSON lines in
@@ -35,13 +36,16 @@ WINDOW=${WINDOW:-32}
 SIZE=${SIZE:-64}
 BYTES=${BYTES:-1G}
 TCP_TIMEOUT=${TCP_TIMEOUT:-60}
+STALL_TIMEOUT=${STALL_TIMEOUT:-10}
 PEERS_ONLY=${PEERS_ONLY:-0}
 NO_BUILD=${NO_BUILD:-0}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
 # Bounds keep a typo from turning into an hour-long load run.
 check_int() { # name value min max
-	[[ $2 =~ ^[0-9]+$ ]] && ((10#$2 >= $3 && 10#$2 <= $4)) || die "$1 must be an integer in [$3, $4], got '$2'"
+	if ! [[ $2 =~ ^[0-9]+$ ]] || ((10#$2 < $3 || 10#$2 > $4)); then
+		die "$1 must be an integer in [$3, $4], got '$2'"
+	fi
 }
 check_int DURATION "$DURATION" 1 600
 check_int WARMUP "$WARMUP" 0 60
@@ -50,6 +54,7 @@ check_int UDP_RUNS "$UDP_RUNS" 1 21
 check_int WINDOW "$WINDOW" 1 4096
 check_int SIZE "$SIZE" 16 1400
 check_int TCP_TIMEOUT "$TCP_TIMEOUT" 1 600
+check_int STALL_TIMEOUT "$STALL_TIMEOUT" 1 600
 [[ $BYTES =~ ^[0-9]+[KMGkmg]?$ ]] || die "BYTES must look like 1073741824, 100M or 1G, got '$BYTES'"
 
 command -v python3 >/dev/null || die "python3 is needed (seed server, free ports, report)"
@@ -199,11 +204,15 @@ udp_run() { # LABEL PORT
 	record "$1" "$(tail -n 1 <<<"$out")"
 }
 
-tcp_run() { # LABEL PORT
+# tcp_run LABEL PORT: one tcpbulk run; returns non-zero (with tcpbulk's
+# error in TCP_ERR) if it failed, so the caller can decide.
+tcp_run() {
 	local out
-	out=$(timeout $((TCP_TIMEOUT + 30)) "$TCPBULK" --target "127.0.0.1:$2" --bytes "$BYTES" \
-		--timeout "$TCP_TIMEOUT" --json) ||
-		die "tcpbulk against $1 (127.0.0.1:$2) failed"
+	if ! out=$(timeout $((TCP_TIMEOUT + 30)) "$TCPBULK" --target "127.0.0.1:$2" --bytes "$BYTES" \
+		--timeout "$TCP_TIMEOUT" --stall-timeout "$STALL_TIMEOUT" --json 2>"$WORK/tcpbulk.err"); then
+		TCP_ERR=$(tail -n 1 "$WORK/tcpbulk.err")
+		return 1
+	fi
 	echo "  $1: $(head -n 1 <<<"$out")" | tee -a "$LINES" >&2
 	record "$1" "$(tail -n 1 <<<"$out")"
 }
@@ -234,10 +243,23 @@ if [[ $PEERS_ONLY != 1 ]]; then
 	SOCKIT_TCP=$PORT
 fi
 for ((r = 1; r <= RUNS; r++)); do
-	[[ $PEERS_ONLY == 1 ]] || tcp_run sockit "$SOCKIT_TCP"
-	start_socat tcp
-	tcp_run socat "$PORT"
-	stop "$LAST_PID"
+	if [[ $PEERS_ONLY != 1 ]]; then
+		tcp_run sockit "$SOCKIT_TCP" || die "tcpbulk against sockit (127.0.0.1:$SOCKIT_TCP) failed: $TCP_ERR"
+	fi
+	# socat's PIPE can deadlock itself: it blocks in write() to its own pipe
+	# when the client reads back slower than it writes (seen as a stall under
+	# CPU contention). That is socat's flaw, not a result, so such a run is
+	# redone with a fresh socat, at most twice, and noted in the report.
+	for ((attempt = 1; ; attempt++)); do
+		start_socat tcp
+		if tcp_run socat "$PORT"; then
+			stop "$LAST_PID"
+			break
+		fi
+		stop "$LAST_PID"
+		((attempt < 3)) || die "tcpbulk against socat failed 3 times in a row: $TCP_ERR"
+		echo "  socat: run failed and is redone: $TCP_ERR" | tee -a "$LINES" >&2
+	done
 done
 
 # ---------------------------------------------------------------- report

@@ -42,6 +42,10 @@ struct Args {
     /// Seconds after which the run is aborted as an error.
     #[arg(long, default_value_t = 60.0)]
     timeout: f64,
+    /// Seconds without any echoed byte after which the run is aborted as
+    /// stalled: a deadlocked server fails fast instead of using up --timeout.
+    #[arg(long, default_value_t = 10.0)]
+    stall_timeout: f64,
     /// Only count the returned bytes; do not compare their content (for an
     /// echo server that transforms the data).
     #[arg(long)]
@@ -64,6 +68,9 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<()> {
     if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 86_400.0) {
         bail!("--timeout must be between 0 and 86400 seconds");
+    }
+    if !(args.stall_timeout.is_finite() && args.stall_timeout > 0.0) {
+        bail!("--stall-timeout must be a positive number of seconds");
     }
     if args.bytes == 0 {
         bail!("--bytes must be at least 1");
@@ -95,7 +102,11 @@ fn run(args: Args) -> Result<()> {
             .context("spawning the writer thread")?
     };
 
-    let read_result = read_all(&stream, &pattern, args.bytes, !args.no_verify, deadline);
+    let limits = Limits {
+        deadline,
+        stall: Duration::from_secs_f64(args.stall_timeout),
+    };
+    let read_result = read_all(&stream, &pattern, args.bytes, !args.no_verify, limits);
     let elapsed = t0.elapsed();
     if read_result.is_err() {
         // Unblock and stop the writer; its own error is secondary.
@@ -206,16 +217,25 @@ fn write_all(mut stream: TcpStream, pattern: &[u8], total: u64, deadline: Instan
     Ok(())
 }
 
+/// When the reader gives up.
+#[derive(Clone, Copy)]
+struct Limits {
+    deadline: Instant,
+    /// Longest time without progress.
+    stall: Duration,
+}
+
 /// Reads until `total` bytes came back, comparing them with the pattern.
 fn read_all(
     mut stream: &TcpStream,
     pattern: &[u8],
     total: u64,
     verify: bool,
-    deadline: Instant,
+    limits: Limits,
 ) -> Result<()> {
     let mut buf = vec![0u8; BUF];
     let mut got: u64 = 0;
+    let mut progress_at = Instant::now();
     while got < total {
         let want = BUF.min(usize::try_from(total - got).unwrap_or(BUF));
         match stream.read(&mut buf[..want]) {
@@ -237,13 +257,24 @@ fn read_all(
                     }
                 }
                 got += n as u64;
+                progress_at = Instant::now();
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if is_poll_timeout(&e) => {}
             Err(e) => return Err(e).with_context(|| format!("reading after {got} bytes")),
         }
-        if got < total && Instant::now() >= deadline {
-            bail!("timed out with {got} of {total} bytes echoed");
+        if got < total {
+            let now = Instant::now();
+            if now >= limits.deadline {
+                bail!("timed out with {got} of {total} bytes echoed");
+            }
+            if now.duration_since(progress_at) >= limits.stall {
+                bail!(
+                    "stalled: nothing echoed for {:.1} s after {got} of {total} bytes \
+                     (is the server deadlocked?)",
+                    limits.stall.as_secs_f64()
+                );
+            }
         }
     }
     Ok(())
