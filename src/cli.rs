@@ -181,7 +181,9 @@ fn probability(s: &str) -> Result<f64, String> {
 }
 
 fn seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
     if secs > 0.0 && secs <= 86_400.0 {
         Ok(Duration::from_secs_f64(secs))
     } else {
@@ -195,7 +197,9 @@ fn size(s: &str) -> Result<usize, String> {
         t if t.ends_with('M') => (t[..t.len() - 1].to_string(), 1024 * 1024),
         t => (t.to_string(), 1),
     };
-    let n: usize = digits.parse().map_err(|_| format!("'{s}' is not a size in bytes"))?;
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size in bytes"))?;
     match n.checked_mul(unit) {
         Some(bytes) if bytes > 0 && bytes <= 1 << 30 => Ok(bytes),
         _ => Err(format!("'{s}' is not between 1 byte and 1 GiB")),

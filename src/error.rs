@@ -133,7 +133,10 @@ mod tests {
             peer: "127.0.0.1:9".into(),
             waited: Duration::from_millis(500),
         };
-        assert_eq!(e.to_string(), "no reply from 127.0.0.1:9 (nothing within 0.5 s)");
+        assert_eq!(
+            e.to_string(),
+            "no reply from 127.0.0.1:9 (nothing within 0.5 s)"
+        );
         assert_eq!(e.exit_code(), 1);
         assert_eq!(Error::Usage("x".into()).exit_code(), 2);
     }

@@ -12,10 +12,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.quiet);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("sockit: error: cannot start the runtime ({})", sockit::error::cause(&e));
+            eprintln!(
+                "sockit: error: cannot start the runtime ({})",
+                sockit::error::cause(&e)
+            );
             return ExitCode::from(1);
         }
     };

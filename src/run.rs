@@ -38,7 +38,10 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<()> {
             };
             let seed = args.seed.unwrap_or_else(rand::random);
             if args.drop > 0.0 {
-                tracing::info!("dropping {}% of datagrams, --seed {seed}", args.drop * 100.0);
+                tracing::info!(
+                    "dropping {}% of datagrams, --seed {seed}",
+                    args.drop * 100.0
+                );
             }
             let config = echo::server::Config {
                 reply: args.reply(),

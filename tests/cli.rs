@@ -12,9 +12,20 @@ use common::*;
 fn tcp_port_already_in_use() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
-    let out = sockit(&["echo", "serve", "--tcp", "-b", "127.0.0.1", "-p", &port.to_string()]);
+    let out = sockit(&[
+        "echo",
+        "serve",
+        "--tcp",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+    ]);
     let err = assert_error(&out, 1, "sockit: error: cannot listen on");
-    assert_eq!(err, format!("sockit: error: cannot listen on 127.0.0.1:{port} (address already in use)\n"));
+    assert_eq!(
+        err,
+        format!("sockit: error: cannot listen on 127.0.0.1:{port} (address already in use)\n")
+    );
     let out = sockit(&["json", "serve", "-b", "127.0.0.1", "-p", &port.to_string()]);
     assert_error(&out, 1, "sockit: error: cannot listen on");
 }
@@ -33,7 +44,10 @@ fn connection_refused() {
     let port = closed_port().to_string();
     let out = sockit(&["echo", "send", "127.0.0.1", &port, "hi"]);
     let err = assert_error(&out, 1, "sockit: error: cannot connect to");
-    assert_eq!(err, format!("sockit: error: cannot connect to 127.0.0.1:{port} (connection refused)\n"));
+    assert_eq!(
+        err,
+        format!("sockit: error: cannot connect to 127.0.0.1:{port} (connection refused)\n")
+    );
     let out = sockit(&["json", "send", "127.0.0.1", &port, "1"]);
     assert_error(&out, 1, "sockit: error: cannot connect to");
 }
@@ -51,9 +65,21 @@ fn udp_to_a_closed_port_is_refused() {
 fn no_udp_reply_within_wait() {
     let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let port = silent.local_addr().expect("addr").port();
-    let out = sockit(&["echo", "send", "-u", "-w", "0.5", "127.0.0.1", &port.to_string(), "anyone?"]);
+    let out = sockit(&[
+        "echo",
+        "send",
+        "-u",
+        "-w",
+        "0.5",
+        "127.0.0.1",
+        &port.to_string(),
+        "anyone?",
+    ]);
     let err = assert_error(&out, 1, "sockit: error:");
-    assert_eq!(err, format!("sockit: error: no reply from 127.0.0.1:{port} (nothing within 0.5 s)\n"));
+    assert_eq!(
+        err,
+        format!("sockit: error: no reply from 127.0.0.1:{port} (nothing within 0.5 s)\n")
+    );
     let mut buf = [0u8; 16];
     let (n, _) = silent.recv_from(&mut buf).expect("the datagram arrived");
     assert_eq!(&buf[..n], b"anyone?");
@@ -63,9 +89,20 @@ fn no_udp_reply_within_wait() {
 fn no_tcp_reply_within_wait() {
     let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = silent.local_addr().expect("addr").port();
-    let out = sockit(&["echo", "send", "-w", "0.5", "127.0.0.1", &port.to_string(), "hello?"]);
+    let out = sockit(&[
+        "echo",
+        "send",
+        "-w",
+        "0.5",
+        "127.0.0.1",
+        &port.to_string(),
+        "hello?",
+    ]);
     let err = assert_error(&out, 1, "sockit: error:");
-    assert_eq!(err, format!("sockit: error: no reply from 127.0.0.1:{port} (nothing within 0.5 s)\n"));
+    assert_eq!(
+        err,
+        format!("sockit: error: no reply from 127.0.0.1:{port} (nothing within 0.5 s)\n")
+    );
 }
 
 /// Name resolution is tested inside a fresh network namespace with no
@@ -75,14 +112,28 @@ fn no_tcp_reply_within_wait() {
 fn host_not_found() {
     let probe = Command::new("unshare").args(["-n", "true"]).status();
     if !matches!(probe, Ok(s) if s.success()) {
-        eprintln!("!!! SKIPPED host_not_found: cannot create a network namespace (unshare -n); run as root");
+        eprintln!(
+            "!!! SKIPPED host_not_found: cannot create a network namespace (unshare -n); run as root"
+        );
         return;
     }
     let out = run_with_input(
-        Command::new("unshare").args(["-n", sockit_bin(), "echo", "send", "no-such-host.invalid", "9", "hi"]),
+        Command::new("unshare").args([
+            "-n",
+            sockit_bin(),
+            "echo",
+            "send",
+            "no-such-host.invalid",
+            "9",
+            "hi",
+        ]),
         b"",
     );
-    let err = assert_error(&out, 1, "sockit: error: cannot resolve host 'no-such-host.invalid' (");
+    let err = assert_error(
+        &out,
+        1,
+        "sockit: error: cannot resolve host 'no-such-host.invalid' (",
+    );
     assert!(!err.contains("os error"), "{err}");
 }
 
@@ -103,7 +154,12 @@ fn usage_errors_exit_2() {
         &[],
     ] {
         let out = sockit(args);
-        assert_eq!(out.status.code(), Some(2), "sockit {args:?}: {}", stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "sockit {args:?}: {}",
+            stderr(&out)
+        );
         assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     }
 }

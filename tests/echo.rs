@@ -36,20 +36,40 @@ fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
 
 #[test]
 fn seed000_client_gets_upper_case_from_echo_serve_udp_upper() {
-    let server = Server::sockit(&["echo", "serve", "--udp", "--upper", "-b", "127.0.0.1", "-p", "0"]);
+    let server = Server::sockit(&[
+        "echo",
+        "serve",
+        "--udp",
+        "--upper",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        "0",
+    ]);
     let out = python(
         "seed000_udp_client.py",
         &["127.0.0.1", &server.port_arg()],
         "hello world 안녕하세요\n".as_bytes(),
     );
     assert_ok(&out);
-    assert_eq!(stdout(&out), "Input lowercase sentence:HELLO WORLD 안녕하세요\n");
+    assert_eq!(
+        stdout(&out),
+        "Input lowercase sentence:HELLO WORLD 안녕하세요\n"
+    );
 }
 
 #[test]
 fn echo_send_udp_gets_upper_case_from_seed000_server() {
     let server = Server::python("seed000_udp_server.py", &["0"]);
-    let out = sockit(&["echo", "send", "-u", "127.0.0.1", &server.port_arg(), "hello", "한글 abc"]);
+    let out = sockit(&[
+        "echo",
+        "send",
+        "-u",
+        "127.0.0.1",
+        &server.port_arg(),
+        "hello",
+        "한글 abc",
+    ]);
     assert_ok(&out);
     assert_eq!(stdout(&out), "HELLO\n한글 ABC\n");
 }
@@ -57,9 +77,21 @@ fn echo_send_udp_gets_upper_case_from_seed000_server() {
 #[test]
 fn seed003_tcp_client_gets_fixed_reply() {
     let server = Server::sockit(&[
-        "echo", "serve", "--tcp", "--reply", "Hello, i'm server!", "-b", "127.0.0.1", "-p", "0",
+        "echo",
+        "serve",
+        "--tcp",
+        "--reply",
+        "Hello, i'm server!",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        "0",
     ]);
-    let out = python("seed003_tcp_client.py", &["127.0.0.1", &server.port_arg()], b"");
+    let out = python(
+        "seed003_tcp_client.py",
+        &["127.0.0.1", &server.port_arg()],
+        b"",
+    );
     assert_ok(&out);
     assert_eq!(
         stdout(&out),
@@ -70,19 +102,32 @@ fn seed003_tcp_client_gets_fixed_reply() {
 #[test]
 fn echo_send_tcp_talks_to_seed003_server() {
     let server = Server::python("seed003_tcp_server.py", &["0"]);
-    let out = sockit(&["echo", "send", "127.0.0.1", &server.port_arg(), "Hello, i'm client!"]);
+    let out = sockit(&[
+        "echo",
+        "send",
+        "127.0.0.1",
+        &server.port_arg(),
+        "Hello, i'm client!",
+    ]);
     assert_ok(&out);
     assert_eq!(stdout(&out), "Hello, i'm server!\n");
     assert_eq!(server.next_line(), "Waiting for Connection..");
     assert!(server.next_line().ends_with("by Connetcion.."));
     // sockit sends the message as a line, so the seed prints its newline too.
-    assert_eq!(server.next_line(), "Server : Data Received : Hello, i'm client!");
+    assert_eq!(
+        server.next_line(),
+        "Server : Data Received : Hello, i'm client!"
+    );
 }
 
 #[test]
 fn seed003_udp_client_gets_its_datagram_back() {
     let server = Server::sockit(&["echo", "serve", "--udp", "-b", "127.0.0.1", "-p", "0"]);
-    let out = python("seed003_udp_client.py", &["127.0.0.1", &server.port_arg()], b"");
+    let out = python(
+        "seed003_udp_client.py",
+        &["127.0.0.1", &server.port_arg()],
+        b"",
+    );
     assert_ok(&out);
     let expected = format!("Hello! ('127.0.0.1', {})\n", server.port());
     assert_eq!(stdout(&out), expected);
@@ -91,7 +136,15 @@ fn seed003_udp_client_gets_its_datagram_back() {
 #[test]
 fn seed004_notify_gets_hello_udp_client() {
     let server = Server::sockit(&[
-        "echo", "serve", "--udp", "--reply", "Hello UDP Client", "-b", "127.0.0.1", "-p", "0",
+        "echo",
+        "serve",
+        "--udp",
+        "--reply",
+        "Hello UDP Client",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        "0",
     ]);
     let out = python("seed004_notify.py", &["127.0.0.1", &server.port_arg()], b"");
     assert_ok(&out);
@@ -105,7 +158,14 @@ fn seed004_notify_gets_hello_udp_client() {
 #[test]
 fn echo_send_udp_talks_to_seed004_listener() {
     let server = Server::python("seed004_listener.py", &["0"]);
-    let out = sockit(&["echo", "send", "-u", "127.0.0.1", &server.port_arg(), "Hello UDP Listener"]);
+    let out = sockit(&[
+        "echo",
+        "send",
+        "-u",
+        "127.0.0.1",
+        &server.port_arg(),
+        "Hello UDP Listener",
+    ]);
     assert_ok(&out);
     assert_eq!(stdout(&out), "Hello UDP Client\n");
 }
@@ -118,7 +178,10 @@ fn nc_and_socat_are_echoed() {
     require("socat");
     let server = Server::sockit(&["echo", "serve", "-b", "127.0.0.1", "-p", "0"]);
     let port = server.port_arg();
-    let out = run_with_input(Command::new("nc").args(["-N", "127.0.0.1", &port]), "line one\n둘\n".as_bytes());
+    let out = run_with_input(
+        Command::new("nc").args(["-N", "127.0.0.1", &port]),
+        "line one\n둘\n".as_bytes(),
+    );
     assert_ok(&out);
     assert_eq!(stdout(&out), "line one\n둘\n");
     let out = run_with_input(
@@ -148,17 +211,32 @@ fn udp_and_tcp_share_the_port_and_ipv6_dual_stack_works() {
 #[test]
 fn stdin_lines_are_messages() {
     let server = Server::sockit(&["echo", "serve", "-b", "127.0.0.1", "-p", "0"]);
-    let out = sockit_stdin(&["echo", "send", "127.0.0.1", &server.port_arg()], b"one\r\ntwo\nthree");
+    let out = sockit_stdin(
+        &["echo", "send", "127.0.0.1", &server.port_arg()],
+        b"one\r\ntwo\nthree",
+    );
     assert_ok(&out);
     assert_eq!(stdout(&out), "one\ntwo\nthree\n");
-    let out = sockit_stdin(&["echo", "send", "-u", "127.0.0.1", &server.port_arg()], b"a\nb\n");
+    let out = sockit_stdin(
+        &["echo", "send", "-u", "127.0.0.1", &server.port_arg()],
+        b"a\nb\n",
+    );
     assert_ok(&out);
     assert_eq!(stdout(&out), "a\nb\n");
 }
 
 #[test]
 fn upper_converts_a_character_split_across_reads() {
-    let server = Server::sockit(&["echo", "serve", "--tcp", "--upper", "-b", "127.0.0.1", "-p", "0"]);
+    let server = Server::sockit(&[
+        "echo",
+        "serve",
+        "--tcp",
+        "--upper",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        "0",
+    ]);
     let mut stream = tcp_client(&server);
     let e_acute = "é".as_bytes(); // c3 a9
     let han = "한".as_bytes(); // ed 95 9c
@@ -166,7 +244,9 @@ fn upper_converts_a_character_split_across_reads() {
     // has consumed the first half on its own before the rest is sent.
     stream.write_all(&[b'a', e_acute[0]]).expect("write");
     assert_eq!(read_n(&mut stream, 1), b"A");
-    stream.write_all(&[e_acute[1], b'b', han[0], han[1]]).expect("write");
+    stream
+        .write_all(&[e_acute[1], b'b', han[0], han[1]])
+        .expect("write");
     assert_eq!(read_n(&mut stream, 3), "Éb".to_uppercase().as_bytes());
     stream.write_all(&[han[2], b'c']).expect("write");
     assert_eq!(read_n(&mut stream, 4), "한C".as_bytes());
@@ -174,7 +254,17 @@ fn upper_converts_a_character_split_across_reads() {
 
 #[test]
 fn tcp_reply_answers_lines_with_lines() {
-    let server = Server::sockit(&["echo", "serve", "--tcp", "--reply", "OK", "-b", "127.0.0.1", "-p", "0"]);
+    let server = Server::sockit(&[
+        "echo",
+        "serve",
+        "--tcp",
+        "--reply",
+        "OK",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        "0",
+    ]);
     let mut stream = tcp_client(&server);
     stream.write_all(b"first\nsecond\n").expect("write");
     assert_eq!(read_n(&mut stream, 6), b"OK\nOK\n");
@@ -223,7 +313,8 @@ fn two_hundred_concurrent_tcp_clients() {
     for round in 0..3 {
         for (i, s) in streams.iter().enumerate() {
             let mut s = s;
-            s.write_all(format!("client {i} round {round}\n").as_bytes()).expect("write");
+            s.write_all(format!("client {i} round {round}\n").as_bytes())
+                .expect("write");
         }
         for (i, s) in streams.iter().enumerate() {
             let mut s = s.try_clone().expect("clone");
@@ -246,7 +337,17 @@ fn drop_with_seed_is_a_reproducible_pattern() {
 
     for _run in 0..2 {
         let server = Server::sockit(&[
-            "echo", "serve", "--udp", "--drop", "0.3", "--seed", "7", "-b", "127.0.0.1", "-p", "0",
+            "echo",
+            "serve",
+            "--udp",
+            "--drop",
+            "0.3",
+            "--seed",
+            "7",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            "0",
         ]);
         let sock = udp_client();
         sock.connect(server.addr).expect("connect");
@@ -267,20 +368,37 @@ fn drop_with_seed_is_a_reproducible_pattern() {
 
 #[test]
 fn delay_holds_replies_back() {
-    let server = Server::sockit(&["echo", "serve", "--delay", "300", "-b", "127.0.0.1", "-p", "0"]);
+    let server = Server::sockit(&[
+        "echo",
+        "serve",
+        "--delay",
+        "300",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        "0",
+    ]);
     let sock = udp_client();
     let started = Instant::now();
     sock.send_to(b"late", server.addr).expect("send");
     let mut buf = [0u8; 16];
     let (n, _) = sock.recv_from(&mut buf).expect("reply");
     assert_eq!(&buf[..n], b"late");
-    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
 
     let mut stream = tcp_client(&server);
     let started = Instant::now();
     stream.write_all(b"tcp\n").expect("write");
     assert_eq!(read_n(&mut stream, 4), b"tcp\n");
-    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 // ---- bad input -------------------------------------------------------------
@@ -301,7 +419,11 @@ fn garbage_and_invalid_utf8_are_survived() {
     stream.shutdown(Shutdown::Write).expect("half close");
     let mut back = Vec::new();
     stream.read_to_end(&mut back).expect("read");
-    assert_eq!(back.len(), garbage.len(), "ASCII upper-casing keeps the length");
+    assert_eq!(
+        back.len(),
+        garbage.len(),
+        "ASCII upper-casing keeps the length"
+    );
     // UDP: empty, invalid, and the largest possible datagram.
     let sock = udp_client();
     let mut buf = vec![0u8; 70_000];
@@ -311,7 +433,13 @@ fn garbage_and_invalid_utf8_are_survived() {
         assert_eq!(n, datagram.len());
     }
     // Still serving.
-    let out = sockit(&["echo", "send", "127.0.0.1", &server.port_arg(), "still here"]);
+    let out = sockit(&[
+        "echo",
+        "send",
+        "127.0.0.1",
+        &server.port_arg(),
+        "still here",
+    ]);
     assert_eq!(stdout(&out), "STILL HERE\n");
 }
 
@@ -320,7 +448,8 @@ fn a_client_that_never_reads_costs_bounded_memory() {
     let server = Server::sockit(&["echo", "serve", "--tcp", "-b", "127.0.0.1", "-p", "0"]);
     let before = server.rss_kib();
     let mut hog = tcp_client(&server);
-    hog.set_write_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    hog.set_write_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
     let block = vec![b'z'; 1 << 20];
     let mut pushed = 0usize;
     // Write until the kernel and the server stop taking bytes (the write
@@ -332,9 +461,15 @@ fn a_client_that_never_reads_costs_bounded_memory() {
             Err(e) => panic!("write failed: {e}"),
         }
     }
-    assert!(pushed < 150 << 20, "the server kept reading ({pushed} bytes) from a client that never reads");
+    assert!(
+        pushed < 150 << 20,
+        "the server kept reading ({pushed} bytes) from a client that never reads"
+    );
     let after = server.rss_kib();
-    assert!(after < before + 8 * 1024, "server RSS grew from {before} KiB to {after} KiB");
+    assert!(
+        after < before + 8 * 1024,
+        "server RSS grew from {before} KiB to {after} KiB"
+    );
     // Others are unaffected.
     let out = sockit(&["echo", "send", "127.0.0.1", &server.port_arg(), "hi"]);
     assert_eq!(stdout(&out), "hi\n");
@@ -342,7 +477,16 @@ fn a_client_that_never_reads_costs_bounded_memory() {
 
 #[test]
 fn a_peer_that_vanishes_mid_stream_does_not_hurt() {
-    let server = Server::sockit(&["echo", "serve", "--tcp", "--upper", "-b", "127.0.0.1", "-p", "0"]);
+    let server = Server::sockit(&[
+        "echo",
+        "serve",
+        "--tcp",
+        "--upper",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        "0",
+    ]);
     for _ in 0..20 {
         let stream = tcp_client(&server);
         let sock = socket2::SockRef::from(&stream);

@@ -51,7 +51,11 @@ fn error_of(line: &str) -> (String, u64) {
 #[test]
 fn seed44_client_gets_its_ten_dicts_back() {
     let server = serve(&[]);
-    let out = python("seed004_json_client.py", &["127.0.0.1", &server.port_arg()], b"");
+    let out = python(
+        "seed004_json_client.py",
+        &["127.0.0.1", &server.port_arg()],
+        b"",
+    );
     assert_ok(&out);
     let replies: Vec<String> = stdout(&out)
         .lines()
@@ -68,20 +72,30 @@ fn seed44_client_gets_its_ten_dicts_back() {
 fn json_send_talks_to_seed44_server() {
     let server = Server::python("seed004_json_server.py", &["0"]);
     let out = sockit(&[
-        "json", "send", "127.0.0.1", &server.port_arg(),
-        r#"{"name": "jung", "count": 0}"#, "[1, 2.5, \"한글\"]", "42",
+        "json",
+        "send",
+        "127.0.0.1",
+        &server.port_arg(),
+        r#"{"name": "jung", "count": 0}"#,
+        "[1, 2.5, \"한글\"]",
+        "42",
     ]);
     assert_ok(&out);
     // The seed answers json.dumps(...) without a newline; sockit prints
     // each reply compacted on its own line.
-    assert_eq!(stdout(&out), "{\"name\":\"jung\",\"count\":0}\n[1,2.5,\"\\ud55c\\uae00\"]\n42\n");
+    assert_eq!(
+        stdout(&out),
+        "{\"name\":\"jung\",\"count\":0}\n[1,2.5,\"\\ud55c\\uae00\"]\n42\n"
+    );
 }
 
 #[test]
 fn values_without_separators_each_get_a_line() {
     let server = serve(&[]);
     let mut c = Client::connect(&server);
-    let burst: String = (0..10).map(|i| format!(r#"{{"name": "jung", "count": {i}}}"#)).collect();
+    let burst: String = (0..10)
+        .map(|i| format!(r#"{{"name": "jung", "count": {i}}}"#))
+        .collect();
     c.send(burst.as_bytes());
     for i in 0..10 {
         assert_eq!(c.line(), format!(r#"{{"name":"jung","count":{i}}}"#));
@@ -92,7 +106,10 @@ fn values_without_separators_each_get_a_line() {
 fn json_send_reads_ndjson_from_stdin_and_keeps_order_and_spelling() {
     let server = serve(&[]);
     let input = "{\"b\": 1, \"a\": 1.50}\n\n[\"안녕\", null]\n";
-    let out = sockit_stdin(&["json", "send", "127.0.0.1", &server.port_arg()], input.as_bytes());
+    let out = sockit_stdin(
+        &["json", "send", "127.0.0.1", &server.port_arg()],
+        input.as_bytes(),
+    );
     assert_ok(&out);
     assert_eq!(stdout(&out), "{\"b\":1,\"a\":1.50}\n[\"안녕\",null]\n");
 }
@@ -126,7 +143,10 @@ fn a_ten_megabyte_value_is_refused_and_others_are_served() {
         s.write_all(&value).expect("write 10 MB");
     });
     let (message, offset) = error_of(&big.line());
-    assert_eq!((message.as_str(), offset), ("value too large (max 1048576 bytes)", 0));
+    assert_eq!(
+        (message.as_str(), offset),
+        ("value too large (max 1048576 bytes)", 0)
+    );
     other.send(b"{\"meanwhile\":1}\n");
     assert_eq!(other.line(), "{\"meanwhile\":1}");
     writer.join().expect("writer");
@@ -150,7 +170,10 @@ fn a_peer_that_disconnects_mid_value_does_not_stop_the_server() {
     c.send(b"{\"a\": [1, 2");
     c.stream.shutdown(Shutdown::Write).expect("half close");
     let (message, offset) = error_of(&c.line());
-    assert_eq!((message.as_str(), offset), ("connection closed in the middle of a value", 11));
+    assert_eq!(
+        (message.as_str(), offset),
+        ("connection closed in the middle of a value", 11)
+    );
     let mut rest = Vec::new();
     c.reader.read_to_end(&mut rest).expect("server closes");
     assert!(rest.is_empty());
@@ -159,7 +182,13 @@ fn a_peer_that_disconnects_mid_value_does_not_stop_the_server() {
         (&s).write_all(b"{\"cut\":").expect("write");
         drop(s);
     }
-    let out = sockit(&["json", "send", "127.0.0.1", &server.port_arg(), "{\"still\":\"here\"}"]);
+    let out = sockit(&[
+        "json",
+        "send",
+        "127.0.0.1",
+        &server.port_arg(),
+        "{\"still\":\"here\"}",
+    ]);
     assert_ok(&out);
     assert_eq!(stdout(&out), "{\"still\":\"here\"}\n");
 }
@@ -167,7 +196,13 @@ fn a_peer_that_disconnects_mid_value_does_not_stop_the_server() {
 #[test]
 fn invalid_values_are_caught_before_sending() {
     let server = serve(&[]);
-    let out = sockit(&["json", "send", "127.0.0.1", &server.port_arg(), "{not json}"]);
+    let out = sockit(&[
+        "json",
+        "send",
+        "127.0.0.1",
+        &server.port_arg(),
+        "{not json}",
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("not valid JSON"), "{}", stderr(&out));
     let out = sockit_stdin(
@@ -178,7 +213,10 @@ fn invalid_values_are_caught_before_sending() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.lines().last().unwrap_or("").starts_with("sockit: error: 1 input line(s) were not valid JSON"),
+        err.lines()
+            .last()
+            .unwrap_or("")
+            .starts_with("sockit: error: 1 input line(s) were not valid JSON"),
         "{err}"
     );
 }

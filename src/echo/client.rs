@@ -61,10 +61,13 @@ pub async fn send(config: &Config, mut messages: Messages, out: &mut impl Write)
         let mut conn = LineConn::new(stream);
         while let Some(mut message) = messages.next().await? {
             message.push(b'\n');
-            conn.stream.write_all(&message).await.map_err(|e| Error::Closed {
-                peer: peer.clone(),
-                why: crate::error::cause(&e),
-            })?;
+            conn.stream
+                .write_all(&message)
+                .await
+                .map_err(|e| Error::Closed {
+                    peer: peer.clone(),
+                    why: crate::error::cause(&e),
+                })?;
             let reply = conn.reply(&peer, config.wait).await?;
             print_reply(out, &reply)?;
         }

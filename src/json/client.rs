@@ -80,7 +80,10 @@ pub async fn send(config: &Config, mut messages: Messages, out: &mut impl Write)
     }
     if let Some(first) = skipped.first() {
         return Err(Error::Input {
-            what: format!("{} input line(s) were not valid JSON and were not sent", skipped.len()),
+            what: format!(
+                "{} input line(s) were not valid JSON and were not sent",
+                skipped.len()
+            ),
             why: format!("first at line {first}"),
         });
     }

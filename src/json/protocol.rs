@@ -180,61 +180,47 @@ impl JsonCodec {
     }
 
     fn decode_inner(&mut self, buf: &mut BytesMut, at_eof: bool) -> Option<Frame> {
-        loop {
-            if self.resyncing {
-                match buf.iter().position(|&b| b == b'\n') {
-                    Some(i) => {
-                        self.advance(buf, i + 1);
-                        self.resyncing = false;
-                    }
-                    None => {
-                        let all = buf.len();
-                        self.advance(buf, all);
-                        return None;
-                    }
+        if self.resyncing {
+            match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.advance(buf, i + 1);
+                    self.resyncing = false;
                 }
-            }
-            let blank = buf.iter().take_while(|b| is_space(**b)).count();
-            if blank > 0 {
-                self.advance(buf, blank);
-                self.scan = Scan::default();
-            }
-            if buf.is_empty() {
-                return None;
-            }
-            match self.scan(buf, at_eof) {
-                Scanned::Complete(end) if end > self.max_size => {
-                    return Some(self.too_large(buf));
-                }
-                Scanned::Complete(end) => {
-                    let frame = self.finish_value(buf, end);
-                    return Some(frame);
-                }
-                Scanned::Incomplete if buf.len() > self.max_size => {
-                    return Some(self.too_large(buf));
-                }
-                Scanned::Incomplete if at_eof => {
-                    let frame = match serde_json::from_slice::<IgnoredAny>(buf) {
-                        Err(e) if !e.is_eof() => {
-                            let at = error_position(buf, &e);
-                            self.bad_input(buf, serde_message(&e), at)
-                        }
-                        _ => {
-                            let at = buf.len();
-                            self.bad_input(buf, "connection closed in the middle of a value".into(), at)
-                        }
-                    };
-                    let rest = buf.len();
-                    self.advance(buf, rest);
-                    return Some(frame);
-                }
-                Scanned::Incomplete => {
-                    if let Some(frame) = self.early_check(buf) {
-                        return Some(frame);
-                    }
+                None => {
+                    let all = buf.len();
+                    self.advance(buf, all);
                     return None;
                 }
             }
+        }
+        let blank = buf.iter().take_while(|b| is_space(**b)).count();
+        if blank > 0 {
+            self.advance(buf, blank);
+            self.scan = Scan::default();
+        }
+        if buf.is_empty() {
+            return None;
+        }
+        match self.scan(buf, at_eof) {
+            Scanned::Complete(end) if end > self.max_size => Some(self.too_large(buf)),
+            Scanned::Complete(end) => Some(self.finish_value(buf, end)),
+            Scanned::Incomplete if buf.len() > self.max_size => Some(self.too_large(buf)),
+            Scanned::Incomplete if at_eof => {
+                let frame = match serde_json::from_slice::<IgnoredAny>(buf) {
+                    Err(e) if !e.is_eof() => {
+                        let at = error_position(buf, &e);
+                        self.bad_input(buf, serde_message(&e), at)
+                    }
+                    _ => {
+                        let at = buf.len();
+                        self.bad_input(buf, "connection closed in the middle of a value".into(), at)
+                    }
+                };
+                let rest = buf.len();
+                self.advance(buf, rest);
+                Some(frame)
+            }
+            Scanned::Incomplete => self.early_check(buf),
         }
     }
 
@@ -416,7 +402,10 @@ mod tests {
     #[test]
     fn values_without_separators() {
         let mut c = JsonCodec::new(1024);
-        let frames = decode_all(&mut c, &[br#"{"name": "jung", "count": 0}{"name": "jung", "count": 1}"#]);
+        let frames = decode_all(
+            &mut c,
+            &[br#"{"name": "jung", "count": 0}{"name": "jung", "count": 1}"#],
+        );
         assert_eq!(
             frames,
             vec![
@@ -434,7 +423,12 @@ mod tests {
             let frames = decode_all(&mut c, &[&input[..cut], &input[cut..]]);
             assert_eq!(
                 frames,
-                vec![value(r#"{"a":[1,"x}\"y"]}"#), value(r#""s p""#), value("42"), value("true")],
+                vec![
+                    value(r#"{"a":[1,"x}\"y"]}"#),
+                    value(r#""s p""#),
+                    value("42"),
+                    value("true")
+                ],
                 "cut at {cut}"
             );
         }
@@ -446,7 +440,11 @@ mod tests {
         let frames = decode_all(&mut c, &[b"{\"a\":1}{bad}\n[2]\n"]);
         assert_eq!(
             frames,
-            vec![value(r#"{"a":1}"#), err("key must be a string", 8), value("[2]")]
+            vec![
+                value(r#"{"a":1}"#),
+                err("key must be a string", 8),
+                value("[2]")
+            ]
         );
     }
 
@@ -476,10 +474,22 @@ mod tests {
     #[test]
     fn invalid_utf8_and_garbage_are_errors() {
         let mut c = JsonCodec::new(1024);
-        let frames = decode_all(&mut c, &[b"\"\xff\"\n\x00\x01garbage\n{\"k\":\"\xed\xa0\x80\"}\n7\n"]);
-        assert!(matches!(frames[0], Frame::Error { offset: 1, .. }), "{frames:?}");
-        assert!(matches!(frames[1], Frame::Error { offset: 4, .. }), "{frames:?}");
-        assert!(matches!(frames[2], Frame::Error { offset: 20, .. }), "{frames:?}");
+        let frames = decode_all(
+            &mut c,
+            &[b"\"\xff\"\n\x00\x01garbage\n{\"k\":\"\xed\xa0\x80\"}\n7\n"],
+        );
+        assert!(
+            matches!(frames[0], Frame::Error { offset: 1, .. }),
+            "{frames:?}"
+        );
+        assert!(
+            matches!(frames[1], Frame::Error { offset: 4, .. }),
+            "{frames:?}"
+        );
+        assert!(
+            matches!(frames[2], Frame::Error { offset: 20, .. }),
+            "{frames:?}"
+        );
         assert_eq!(frames[3], value("7"));
         assert_eq!(frames.len(), 4);
     }
@@ -500,7 +510,10 @@ mod tests {
     fn disconnect_mid_value_is_reported() {
         let mut c = JsonCodec::new(1024);
         let frames = decode_all(&mut c, &[br#"{"a": [1, 2"#]);
-        assert_eq!(frames, vec![err("connection closed in the middle of a value", 11)]);
+        assert_eq!(
+            frames,
+            vec![err("connection closed in the middle of a value", 11)]
+        );
     }
 
     #[test]

@@ -20,7 +20,9 @@ pub fn sockit_bin() -> &'static str {
 }
 
 pub fn peer_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(name)
 }
 
 /// A long-running process (a sockit server or a seed server) that said
@@ -40,7 +42,12 @@ impl Server {
 
     /// Starts a seed peer server (python3 tests/peers/NAME ARGS...).
     pub fn python(script: &str, args: &[&str]) -> Server {
-        Server::start(Command::new("python3").arg("-u").arg(peer_script(script)).args(args))
+        Server::start(
+            Command::new("python3")
+                .arg("-u")
+                .arg(peer_script(script))
+                .args(args),
+        )
     }
 
     fn start(cmd: &mut Command) -> Server {
@@ -183,7 +190,10 @@ pub fn run_with_input(cmd: &mut Command, stdin: &[u8]) -> Output {
     let out = match rx.recv_timeout(LIMIT) {
         Ok(out) => out.expect("wait for command"),
         Err(_) => {
-            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
             panic!("command did not finish within {LIMIT:?}: {cmd:?}");
         }
     };
@@ -236,7 +246,10 @@ pub fn assert_error(out: &Output, code: i32, starts_with: &str) -> String {
     let err = stderr(out);
     assert_eq!(out.status.code(), Some(code), "stderr: {err}");
     assert_eq!(err.lines().count(), 1, "exactly one error line, got: {err}");
-    assert!(err.starts_with(starts_with), "expected {starts_with:?}, got {err:?}");
+    assert!(
+        err.starts_with(starts_with),
+        "expected {starts_with:?}, got {err:?}"
+    );
     err
 }
 
@@ -248,7 +261,10 @@ pub fn require(tool: &str) {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(found, "{tool} is not installed: run ./scripts/test.sh, which installs it");
+    assert!(
+        found,
+        "{tool} is not installed: run ./scripts/test.sh, which installs it"
+    );
 }
 
 /// A TCP port on 127.0.0.1 that nothing listens on right now.
