@@ -12,8 +12,10 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A listening socket could not be opened (port in use, no permission).
-    #[error("cannot listen on {addr} ({})", cause(.source))]
+    #[error("cannot listen on {proto} {addr} ({})", cause(.source))]
     Bind {
+        /// `tcp` or `udp`: with both on one port, the user must know which.
+        proto: &'static str,
         /// The address as the user asked for it.
         addr: String,
         source: io::Error,
@@ -118,12 +120,13 @@ mod tests {
         let e = io::Error::from_raw_os_error(98);
         assert_eq!(cause(&e), "address already in use");
         let bind = Error::Bind {
+            proto: "udp",
             addr: "0.0.0.0:12000".into(),
             source: e,
         };
         assert_eq!(
             bind.to_string(),
-            "cannot listen on 0.0.0.0:12000 (address already in use)"
+            "cannot listen on udp 0.0.0.0:12000 (address already in use)"
         );
     }
 

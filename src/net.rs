@@ -54,6 +54,7 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// Binds a TCP listener on `addr` (port 0 = any free port).
 pub fn bind_tcp(addr: SocketAddr) -> Result<TcpListener> {
     tcp_listener(addr).map_err(|source| Error::Bind {
+        proto: "tcp",
         addr: addr.to_string(),
         source,
     })
@@ -62,6 +63,7 @@ pub fn bind_tcp(addr: SocketAddr) -> Result<TcpListener> {
 /// Binds a UDP socket on `addr` (port 0 = any free port).
 pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket> {
     udp_socket(addr).map_err(|source| Error::Bind {
+        proto: "udp",
         addr: addr.to_string(),
         source,
     })
@@ -81,6 +83,7 @@ pub fn bind_pair(addr: SocketAddr) -> Result<(TcpListener, UdpSocket)> {
         }
     }
     Err(Error::Bind {
+        proto: "udp",
         addr: addr.to_string(),
         source: last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)),
     })

@@ -220,3 +220,35 @@ fn invalid_values_are_caught_before_sending() {
         "{err}"
     );
 }
+
+#[test]
+fn a_client_that_never_reads_replies_costs_bounded_memory() {
+    let server = serve(&[]);
+    let before = server.rss_kib();
+    let hog = TcpStream::connect(server.addr).expect("connect");
+    hog.set_write_timeout(Some(std::time::Duration::from_millis(500))).expect("timeout");
+    let values: Vec<u8> = b"{\"pipelined\":[1,2,3,4,5,6,7,8]}\n".repeat(32 * 1024); // 1 MiB
+    let mut pushed = 0usize;
+    for _ in 0..200 {
+        match (&hog).write(&values) {
+            Ok(n) => pushed += n,
+            Err(_) => break, // the server stopped reading: its replies are not being taken
+        }
+    }
+    assert!(pushed < 150 << 20, "the server kept reading {pushed} bytes from a client that never reads");
+    let after = server.rss_kib();
+    assert!(after < before + 8 * 1024, "server RSS grew from {before} KiB to {after} KiB");
+    let out = sockit(&["json", "send", "127.0.0.1", &server.port_arg(), "[\"others\",\"fine\"]"]);
+    assert_ok(&out);
+    assert_eq!(stdout(&out), "[\"others\",\"fine\"]\n");
+}
+
+#[test]
+fn sigterm_stops_the_json_server_within_a_second() {
+    let server = serve(&[]);
+    let mut c = Client::connect(&server);
+    c.send(b"{\"open\":");
+    let (status, took, err) = server.terminate();
+    assert!(status.success(), "exit {status:?}, stderr {err}");
+    assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
+}
