@@ -36,7 +36,10 @@ fn udp_port_already_in_use() {
     let port = taken.local_addr().expect("addr").port();
     let out = sockit(&["echo", "serve", "-b", "127.0.0.1", "-p", &port.to_string()]);
     let err = assert_error(&out, 1, "sockit: error: cannot listen on");
-    assert_eq!(err, format!("sockit: error: cannot listen on udp 127.0.0.1:{port} (address already in use)\n"));
+    assert_eq!(
+        err,
+        format!("sockit: error: cannot listen on udp 127.0.0.1:{port} (address already in use)\n")
+    );
 }
 
 #[test]

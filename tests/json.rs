@@ -226,7 +226,8 @@ fn a_client_that_never_reads_replies_costs_bounded_memory() {
     let server = serve(&[]);
     let before = server.rss_kib();
     let hog = TcpStream::connect(server.addr).expect("connect");
-    hog.set_write_timeout(Some(std::time::Duration::from_millis(500))).expect("timeout");
+    hog.set_write_timeout(Some(std::time::Duration::from_millis(500)))
+        .expect("timeout");
     let values: Vec<u8> = b"{\"pipelined\":[1,2,3,4,5,6,7,8]}\n".repeat(32 * 1024); // 1 MiB
     let mut pushed = 0usize;
     for _ in 0..200 {
@@ -235,10 +236,22 @@ fn a_client_that_never_reads_replies_costs_bounded_memory() {
             Err(_) => break, // the server stopped reading: its replies are not being taken
         }
     }
-    assert!(pushed < 150 << 20, "the server kept reading {pushed} bytes from a client that never reads");
+    assert!(
+        pushed < 150 << 20,
+        "the server kept reading {pushed} bytes from a client that never reads"
+    );
     let after = server.rss_kib();
-    assert!(after < before + 8 * 1024, "server RSS grew from {before} KiB to {after} KiB");
-    let out = sockit(&["json", "send", "127.0.0.1", &server.port_arg(), "[\"others\",\"fine\"]"]);
+    assert!(
+        after < before + 8 * 1024,
+        "server RSS grew from {before} KiB to {after} KiB"
+    );
+    let out = sockit(&[
+        "json",
+        "send",
+        "127.0.0.1",
+        &server.port_arg(),
+        "[\"others\",\"fine\"]",
+    ]);
     assert_ok(&out);
     assert_eq!(stdout(&out), "[\"others\",\"fine\"]\n");
 }
