@@ -17,6 +17,8 @@
 //!   replies, simulated loss and delay (seeds 000, 003, 004 task 5).
 //! - [`json`]: a stream of JSON values answered one compact line each
 //!   (seed 004 task 4-4).
+//! - [`service`]: what every TCP server shares (connection cap, accept
+//!   with backoff, a task per connection, shutdown with a grace period).
 //! - [`messages`]: where clients' messages come from (arguments or stdin).
 //! - [`text`]: making untrusted bytes safe to print on a terminal.
 //! - [`error`]: the typed error all of the above return; `main` prints it.
@@ -32,6 +34,7 @@ pub mod json;
 pub mod messages;
 pub mod net;
 pub mod run;
+pub mod service;
 pub mod shutdown;
 pub mod text;
 

@@ -8,22 +8,14 @@
 //! being read from once its socket buffer is full: memory stays bounded
 //! by `--max-size` plus one read buffer.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::protocol::{Frame, JsonCodec};
-use crate::echo::server::accept;
 use crate::error::Result;
-
-/// How long shutdown waits for connections to wind down.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+use crate::service;
 
 /// Serves JSON echo on `listener` until `shutdown` is cancelled.
 pub async fn run(
@@ -32,36 +24,10 @@ pub async fn run(
     max_connections: usize,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let limit = Arc::new(Semaphore::new(max_connections));
-    let tracker = TaskTracker::new();
-    loop {
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = accept(&listener) => accepted,
-            _ = shutdown.cancelled() => break,
-        };
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            tracing::debug!("json connection from {peer}");
-            tokio::select! {
-                result = serve_connection(stream, max_size) => {
-                    if let Err(e) = result {
-                        tracing::debug!("json connection from {peer} ended: {e}");
-                    }
-                }
-                _ = shutdown.cancelled() => {}
-            }
-            drop(permit);
-        });
-    }
-    tracker.close();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await;
+    service::serve_tcp(listener, max_connections, shutdown, move |stream, _, _| {
+        serve_connection(stream, max_size)
+    })
+    .await;
     Ok(())
 }
 

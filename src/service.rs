@@ -1,0 +1,87 @@
+//! What every TCP server shares: a cap on connections taken before
+//! accepting (so a flood waits in the kernel's backlog instead of costing
+//! us memory), accept errors met with backoff instead of ending the server
+//! (EMFILE passes), one task per connection, and shutdown: stop accepting,
+//! cancel every connection through the same token, and wait a bounded
+//! grace period for them to finish.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long shutdown waits for connections to wind down (well inside the
+/// 1 s promised to users).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
+/// Serves connections from `listener` with `handle` until `shutdown` is
+/// cancelled. `handle` gets the connection and its own clone of the token,
+/// so a protocol with a way to say goodbye can say it; a handler that
+/// ignores the token is cancelled anyway.
+pub async fn serve_tcp<F, Fut>(
+    listener: TcpListener,
+    max_connections: usize,
+    shutdown: CancellationToken,
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr, CancellationToken) -> Fut,
+    Fut: Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let tracker = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = accept(&listener) => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        tracing::debug!("connection from {peer}");
+        let connection = handle(stream, peer, shutdown.clone());
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                result = connection => {
+                    if let Err(e) = result {
+                        tracing::debug!("connection from {peer} ended: {e}");
+                    }
+                }
+                _ = shutdown.cancelled() => {}
+            }
+            drop(permit);
+        });
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await;
+}
+
+/// Accepts the next connection, backing off instead of failing when the
+/// process runs out of file descriptors or a peer reset early. Accepted
+/// sockets get TCP_NODELAY (answers go out at once) and keepalive.
+pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                crate::net::keepalive(&stream);
+                return (stream, peer);
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
