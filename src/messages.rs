@@ -72,12 +72,4 @@ impl Messages {
             }
         }
     }
-
-    /// The 1-based number of the message last returned (for error messages).
-    pub fn position(&self, args_total: usize) -> usize {
-        match self {
-            Messages::Args(rest) => args_total - rest.len(),
-            Messages::Stdin { line, .. } => *line,
-        }
-    }
 }

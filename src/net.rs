@@ -97,11 +97,6 @@ pub fn local_addr(listener: &TcpListener) -> Result<SocketAddr> {
         .map_err(|e| Error::io("cannot read the listening address", e))
 }
 
-/// Combines `--bind` and `--port` into a socket address.
-pub fn listen_addr(ip: IpAddr, port: u16) -> SocketAddr {
-    SocketAddr::new(ip, port)
-}
-
 /// Raises this process's soft open-file limit to the hard limit, so a
 /// server can hold as many connections as the machine allows. Returns the
 /// limit now in force.

@@ -20,7 +20,7 @@ const FD_RESERVE: u64 = 64;
 pub async fn run(command: Command, shutdown: CancellationToken) -> Result<()> {
     match command {
         Command::Echo(EchoCommand::Serve(args)) => {
-            let addr = net::listen_addr(args.bind.bind, args.port);
+            let addr = SocketAddr::new(args.bind.bind, args.port);
             let (tcp, udp) = match (args.udp, args.tcp) {
                 (true, _) => (None, Some(net::bind_udp(addr)?)),
                 (_, true) => (Some(net::bind_tcp(addr)?), None),
@@ -64,7 +64,7 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<()> {
             echo::client::send(&config, messages, &mut stdout.lock()).await
         }
         Command::Json(JsonCommand::Serve(args)) => {
-            let listener = net::bind_tcp(net::listen_addr(args.bind.bind, args.port))?;
+            let listener = net::bind_tcp(SocketAddr::new(args.bind.bind, args.port))?;
             announce(net::local_addr(&listener)?)?;
             json::server::run(listener, args.max_size, max_connections(), shutdown).await
         }
