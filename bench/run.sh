@@ -3,6 +3,8 @@
 # peers, so a change in sockit shows up as a ratio rather than a raw number
 # that depends on the machine:
 #   UDP: sockit echo serve --udp  vs  tests/peers/seed000_udp_server.py  vs  socat
+#        (and udpecho, a bare recvmmsg/sendmmsg echo: the yardstick that shows
+#        what the load generator itself can drive on this machine)
 #   TCP: sockit echo serve --tcp  vs  socat
 # Every server binds 127.0.0.1 (the Python seed binds 0.0.0.0 but is only
 # sent to on 127.0.0.1); every load run is bounded in time.
@@ -15,6 +17,7 @@
 #   BYTES [1G]     bytes per tcpbulk run    TCP_TIMEOUT [60] seconds per run
 #   STALL_TIMEOUT [10] seconds without echoed data before a TCP run is aborted
 #   PEERS_ONLY [0] 1: skip sockit (to test the harness before sockit exists)
+#   YARDSTICK [1]  0: skip the udpecho yardstick in the UDP runs
 #   NO_BUILD [0]   1: use the binaries already built (honours CARGO_TARGET_DIR)
 # Results: stdout and bench/results/latest.txt (+ raw JSON lines in
 # bench/results/latest.jsonl).
@@ -38,6 +41,7 @@ BYTES=${BYTES:-1G}
 TCP_TIMEOUT=${TCP_TIMEOUT:-60}
 STALL_TIMEOUT=${STALL_TIMEOUT:-10}
 PEERS_ONLY=${PEERS_ONLY:-0}
+YARDSTICK=${YARDSTICK:-1}
 NO_BUILD=${NO_BUILD:-0}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
@@ -74,8 +78,10 @@ fi
 BIN=$TARGET_DIR/release
 UDPLOAD=$BIN/udpload
 TCPBULK=$BIN/tcpbulk
+UDPECHO=$BIN/udpecho
 SOCKIT=$BIN/sockit
 [[ -x $UDPLOAD && -x $TCPBULK ]] || die "$UDPLOAD or $TCPBULK is missing: build sockit-bench first"
+[[ $YARDSTICK != 1 || -x $UDPECHO ]] || die "$UDPECHO is missing: build sockit-bench first (or YARDSTICK=0)"
 if [[ $PEERS_ONLY != 1 ]]; then
 	[[ -x $SOCKIT ]] || die "$SOCKIT is not built (cargo build --release -p sockit); PEERS_ONLY=1 skips it"
 	"$SOCKIT" echo serve --help >/dev/null 2>&1 ||
@@ -225,16 +231,28 @@ if [[ $PEERS_ONLY != 1 ]]; then
 fi
 start python-udp python3 tests/peers/seed000_udp_server.py 0
 PY_PID=$LAST_PID
+if [[ $YARDSTICK == 1 ]]; then
+	# It exits by itself after --duration (at most an hour), which outlasts
+	# the UDP runs; stop() ends it earlier.
+	ECHO_SECS=$((UDP_RUNS * (WARMUP + DURATION + 35) + 30))
+	((ECHO_SECS <= 3600)) || ECHO_SECS=3600
+	start udpecho "$UDPECHO" --bind 127.0.0.1:0 --duration "$ECHO_SECS"
+	ECHO_PID=$LAST_PID
+	ECHO_UDP=$(wait_line udpecho "$ECHO_PID" "$WORK/udpecho.out" '^listening on 127\.0\.0\.1:([0-9]+)$') ||
+		die "udpecho did not start"
+fi
 PY_UDP=$(wait_line python-udp "$PY_PID" "$WORK/python-udp.out" '^listening on [^ ]+:([0-9]+)$') ||
 	die "the Python seed UDP server did not start"
 for ((r = 1; r <= UDP_RUNS; r++)); do
 	[[ $PEERS_ONLY == 1 ]] || udp_run sockit "$SOCKIT_UDP"
 	udp_run python "$PY_UDP"
+	[[ $YARDSTICK != 1 ]] || udp_run udpecho "$ECHO_UDP"
 	start_socat udp
 	udp_run socat "$PORT"
 	stop "$LAST_PID"
 done
 stop "$PY_PID"
+[[ $YARDSTICK != 1 ]] || stop "$ECHO_PID"
 [[ $PEERS_ONLY == 1 ]] || stop "$SOCKIT_UDP_PID"
 
 echo "== TCP: tcpbulk --bytes $BYTES, $RUNS run(s) each, alternating" >&2
@@ -277,7 +295,7 @@ def median(rs, key):
 def ratio(a, b):
     return f"{a / b:.2f}x" if a and b else "n/a"
 
-servers = ["sockit", "python", "socat"]
+servers = ["sockit", "python", "socat", "udpecho"]
 if udp:
     u = udp[0]
     print(f"UDP echo, window {u['window']}, {u['size']} B payloads, "
@@ -294,7 +312,8 @@ if udp:
               f"{median(rs, lambda r: r['rtt_us']['p999']):>9.1f} "
               f"{sum(r['lost'] for r in rs):>6} {sum(r['bad'] for r in rs):>5} {len(rs):>5}")
     print(f"ratio dgram/s: sockit/python {ratio(rate.get('sockit'), rate.get('python'))}, "
-          f"sockit/socat {ratio(rate.get('sockit'), rate.get('socat'))}")
+          f"sockit/socat {ratio(rate.get('sockit'), rate.get('socat'))}"
+          + (f", sockit/udpecho {ratio(rate.get('sockit'), rate.get('udpecho'))}" if "udpecho" in rate else ""))
     print()
 if tcp:
     t = tcp[0]

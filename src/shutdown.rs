@@ -7,38 +7,51 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// Returns a token that is cancelled on the first Ctrl-C or SIGTERM.
+/// Returns a token that is cancelled on the first Ctrl-C (SIGINT) or SIGTERM.
 ///
-/// Must be called inside a Tokio runtime. If the SIGTERM handler cannot be
-/// installed the process still stops on Ctrl-C; that failure is logged.
+/// The handlers are installed before this returns, so a signal that comes
+/// right after a server has announced itself is never met by the default
+/// action (which would kill the process without a clean shutdown). Must be
+/// called inside a Tokio runtime. If a handler cannot be installed, that is
+/// logged and the default action stays in place for that signal.
 pub fn on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let trigger = token.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested");
-        trigger.cancel();
-    });
-    token
-}
-
-async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let mut interrupt = signal(SignalKind::interrupt())
+            .map_err(|e| tracing::warn!("cannot watch Ctrl-C: {e}"))
+            .ok();
+        let mut terminate = signal(SignalKind::terminate())
+            .map_err(|e| tracing::warn!("cannot watch SIGTERM: {e}"))
+            .ok();
+        tokio::spawn(async move {
+            let interrupted = async {
+                match interrupt.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
                 }
-                return;
+            };
+            let terminated = async {
+                match terminate.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = interrupted => {}
+                _ = terminated => {}
             }
-            Err(e) => tracing::warn!("cannot watch SIGTERM: {e}"),
+            tracing::info!("shutdown requested");
+            trigger.cancel();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            trigger.cancel();
         }
-    }
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        tracing::warn!("cannot watch Ctrl-C: {e}");
-        std::future::pending::<()>().await;
-    }
+    });
+    token
 }

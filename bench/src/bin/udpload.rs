@@ -3,23 +3,36 @@
 //! It keeps exactly `--window` datagrams in flight: it sends that many, then
 //! sends one more for every reply (or timeout). Round-trip times are taken
 //! from send timestamps kept locally, so the echoed payload is only trusted to
-//! carry the sequence number back. The payload is made only of digits and
+//! carry the sequence number back.
+//!
+//! To stay well ahead of the servers it measures, it batches system calls:
+//! one `recvmmsg` waits for the first reply and takes every other one
+//! already queued, and one `sendmmsg` sends the datagrams of all the slots
+//! that freed up (each still a datagram of its own). A slot's send time is
+//! taken just before its batch's call and a reply's arrival time just after
+//! its batch's call returned, so an RTT includes the time the reply waited
+//! behind others of its batch, as a client that reads one datagram at a
+//! time would also see. The payload is made only of digits and
 //! upper-case hex letters so that it survives servers that upper-case what
 //! they echo (like the course's seed `UDPServer.py`).
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
+use sockit_bench::{MAX_BATCH, Mmsg, Received};
 
 /// Width of the sequence number at the start of each payload, in hex digits.
 const SEQ_DIGITS: usize = 16;
 /// Largest UDP payload over IPv4.
 const MAX_SIZE: usize = 65_507;
+/// Most memory the window's payloads may take (`--window` x `--size`).
+const MAX_PAYLOADS: usize = 256 << 20;
 /// Longest the receive call blocks, so that timeouts and the end of the run
 /// are noticed even when nothing comes back.
 const MAX_POLL: Duration = Duration::from_millis(5);
@@ -97,6 +110,10 @@ fn run(args: Args) -> Result<()> {
     if args.timeout_ms == 0 || args.timeout_ms > 60_000 {
         bail!("--timeout-ms must be between 1 and 60000");
     }
+    // Every slot keeps its own payload, so that a batch is sent in place.
+    if (args.window as usize).saturating_mul(args.size) > MAX_PAYLOADS {
+        bail!("--window times --size must be at most {MAX_PAYLOADS} bytes");
+    }
     let target = resolve(&args.target)?;
     let socket = connect(target)?;
     let timeout = Duration::from_millis(args.timeout_ms);
@@ -105,6 +122,8 @@ fn run(args: Args) -> Result<()> {
         .context("setting the socket's read timeout")?;
 
     let window = args.window as usize;
+    let size = args.size;
+    let batch = window.min(MAX_BATCH);
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let end = measure_from + Duration::from_secs_f64(args.duration);
@@ -113,51 +132,72 @@ fn run(args: Args) -> Result<()> {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000_000, 3)
         .context("creating the RTT histogram")?;
     let mut counts = Counts::default();
-    let mut payload = vec![b'0'; args.size];
-    let mut buf = vec![0u8; MAX_SIZE + 1];
-    let mut slots = vec![
-        Slot {
-            seq: 0,
+    // Slot i's payload is payloads[i * size..][..size]: a batch is sent
+    // straight from here, one datagram per slot.
+    let mut payloads = vec![b'0'; window * size];
+    // One byte more than we send, so that a longer reply shows as a wrong
+    // length (bad) instead of passing truncated.
+    let mut replies = vec![0u8; batch * (size + 1)];
+    let mut bufs: Vec<&mut [u8]> = replies.chunks_exact_mut(size + 1).collect();
+    let mut meta = vec![Received::default(); batch];
+    let mut rx = Mmsg::new(batch);
+    let mut tx = Mmsg::new(batch);
+    let mut slots: Vec<Slot> = (0..window)
+        .map(|i| Slot {
+            seq: i as u64,
             sent_at: start,
-        };
-        window
-    ];
-
-    for (i, slot) in slots.iter_mut().enumerate() {
-        send(&socket, &mut payload, slot, i as u64, &mut counts)?;
-    }
+        })
+        .collect();
+    // Slots whose (new) sequence number is yet to be sent.
+    let mut pending: Vec<usize> = (0..window).collect();
+    let fd = socket.as_fd();
+    send_pending(
+        fd,
+        &mut tx,
+        &mut payloads,
+        size,
+        &mut slots,
+        &mut pending,
+        &mut counts,
+    )?;
 
     let scan_every = (timeout / 4).max(Duration::from_micros(500));
     let mut next_scan = start + scan_every;
     loop {
-        let got = socket.recv(&mut buf);
+        // Waits (up to the read timeout) for one reply, then takes every
+        // other one already queued.
+        let got = rx.recv(fd, &mut bufs, &mut meta, None, libc::MSG_WAITFORONE);
         let now = Instant::now();
         if now >= end {
             break;
         }
         let measuring = now >= measure_from;
         match got {
-            Ok(n) => match parse_seq(&buf[..n], args.size) {
-                Some(seq) => {
-                    let slot = &mut slots[(seq % window as u64) as usize];
+            Ok(n) => {
+                for (reply, m) in bufs.iter().zip(&meta).take(n) {
+                    let Some(seq) = parse_seq(&reply[..m.len], size) else {
+                        if measuring {
+                            counts.bad += 1;
+                        }
+                        continue;
+                    };
+                    let i = (seq % window as u64) as usize;
+                    let slot = &mut slots[i];
                     if slot.seq == seq {
                         if measuring {
                             counts.answered += 1;
                             let rtt = now.duration_since(slot.sent_at).as_nanos();
                             hist.saturating_record(u64::try_from(rtt).unwrap_or(u64::MAX));
                         }
-                        let next = seq + window as u64;
-                        send(&socket, &mut payload, slot, next, &mut counts)?;
+                        slot.seq = seq + window as u64;
+                        // Not timed out while it waits to be sent below.
+                        slot.sent_at = now;
+                        pending.push(i);
                     } else if measuring {
                         counts.late += 1;
                     }
                 }
-                None => {
-                    if measuring {
-                        counts.bad += 1;
-                    }
-                }
-            },
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
@@ -170,16 +210,26 @@ fn run(args: Args) -> Result<()> {
         }
         if now >= next_scan {
             next_scan = now + scan_every;
-            for slot in slots.iter_mut() {
+            for (i, slot) in slots.iter_mut().enumerate() {
                 if now.duration_since(slot.sent_at) >= timeout {
                     if measuring {
                         counts.lost += 1;
                     }
-                    let next = slot.seq + window as u64;
-                    send(&socket, &mut payload, slot, next, &mut counts)?;
+                    slot.seq += window as u64;
+                    slot.sent_at = now;
+                    pending.push(i);
                 }
             }
         }
+        send_pending(
+            fd,
+            &mut tx,
+            &mut payloads,
+            size,
+            &mut slots,
+            &mut pending,
+            &mut counts,
+        )?;
     }
 
     let measured = end.duration_since(measure_from).as_secs_f64();
@@ -216,30 +266,49 @@ fn connect(target: SocketAddr) -> Result<UdpSocket> {
     Ok(socket)
 }
 
-/// Sends sequence number `seq` from `slot`, stamping the send time.
-fn send(
-    socket: &UdpSocket,
-    payload: &mut [u8],
-    slot: &mut Slot,
-    seq: u64,
+/// Sends the current sequence number of every slot in `pending` (and
+/// empties it), a batch per `sendmmsg`, stamping each slot with the time
+/// just before its batch's call.
+fn send_pending(
+    fd: BorrowedFd<'_>,
+    tx: &mut Mmsg,
+    payloads: &mut [u8],
+    size: usize,
+    slots: &mut [Slot],
+    pending: &mut Vec<usize>,
     counts: &mut Counts,
 ) -> Result<()> {
-    write_seq(payload, seq);
-    slot.seq = seq;
-    slot.sent_at = Instant::now();
-    loop {
-        match socket.send(payload) {
-            Ok(_) => break,
+    for &i in pending.iter() {
+        write_seq(&mut payloads[i * size..][..size], slots[i].seq);
+    }
+    let mut done = 0;
+    while done < pending.len() {
+        let rest = &pending[done..];
+        let sent_at = Instant::now();
+        for &i in rest.iter().take(tx.capacity()) {
+            slots[i].sent_at = sent_at;
+        }
+        let datagrams = rest.iter().map(|&i| &payloads[i * size..][..size]);
+        match tx.send(fd, datagrams, &[], 0) {
+            // The kernel stops at the first datagram it cannot send; the
+            // next call reports why (or sends it).
+            Ok(n) => {
+                counts.sent += n as u64;
+                done += n.max(1);
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            // A full socket buffer loses this datagram; the slot times out.
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            // A full socket buffer loses these datagrams; their slots time out.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                counts.sent += rest.len() as u64;
+                break;
+            }
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                 bail!("sending: {e} (is an echo server listening there?)")
             }
-            Err(e) => return Err(e).context("sending a datagram"),
+            Err(e) => return Err(e).context("sending datagrams"),
         }
     }
-    counts.sent += 1;
+    pending.clear();
     Ok(())
 }
 
