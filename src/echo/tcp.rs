@@ -1,0 +1,104 @@
+//! The TCP side of the echo server.
+//!
+//! Connections are accepted by [`crate::service::serve_tcp`] (connection
+//! cap, accept backoff, shutdown). Each connection reads and writes at the
+//! same time: a reader turns input into answers and a writer sends them,
+//! joined by a channel of at most [`CHUNKS_IN_FLIGHT`] chunks. A client
+//! that streams without reading therefore fills that channel and its own
+//! socket buffers and is then simply not read from any more, which bounds
+//! what it can cost us, while a client that reads as it writes never
+//! deadlocks (the 100 MB full-duplex test).
+//!
+//! The read buffer is taken only once bytes are waiting and given back
+//! after a conversation-sized read, so an idle connection holds no 64 KiB
+//! buffer; a bulk stream keeps reading into full-size buffers.
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::StreamReply;
+use super::server::Config;
+use crate::error::Result;
+use crate::service;
+
+/// Bytes read from a TCP connection at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A read smaller than this is conversation, not a bulk stream: the buffer
+/// is released afterwards instead of being kept for the next read.
+const SMALL_READ: usize = READ_CHUNK / 4;
+
+/// Answer chunks queued between a connection's reader and writer.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Serves echo over TCP on `listener` until `shutdown` is cancelled.
+pub async fn run_tcp(
+    listener: TcpListener,
+    config: Config,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    service::serve_tcp(listener, max_connections, shutdown, move |stream, _, _| {
+        serve_connection(stream, config.clone())
+    })
+    .await;
+    Ok(())
+}
+
+/// One TCP connection: read and answer concurrently until the peer is done
+/// sending and every answer has been written, then close our side.
+async fn serve_connection(mut stream: TcpStream, config: Config) -> std::io::Result<()> {
+    let (reader, mut writer) = stream.split();
+    let (tx, mut rx) = mpsc::channel::<(Instant, Bytes)>(CHUNKS_IN_FLIGHT);
+    let delay = config.delay;
+    let read_side = async move {
+        let mut state = StreamReply::new(config.reply);
+        let mut input = BytesMut::new();
+        let mut answer = BytesMut::new();
+        loop {
+            reader.readable().await?;
+            input.reserve(READ_CHUNK);
+            let n = match reader.try_read_buf(&mut input) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            };
+            let arrived = Instant::now();
+            let chunk = if n == 0 {
+                state.finish(&mut answer);
+                answer.split().freeze()
+            } else if state.is_identity() {
+                input.split().freeze()
+            } else {
+                state.push(&input, &mut answer);
+                input.clear();
+                answer.split().freeze()
+            };
+            if n < SMALL_READ {
+                input = BytesMut::new();
+                answer = BytesMut::new();
+            }
+            if !chunk.is_empty() && tx.send((arrived, chunk)).await.is_err() {
+                return Ok(()); // the writer failed; its error is reported
+            }
+            if n == 0 {
+                return Ok(());
+            }
+        }
+    };
+    let write_side = async move {
+        while let Some((arrived, chunk)) = rx.recv().await {
+            if !delay.is_zero() {
+                tokio::time::sleep_until(arrived + delay).await;
+            }
+            writer.write_all(&chunk).await?;
+        }
+        writer.shutdown().await
+    };
+    tokio::try_join!(read_side, write_side)?;
+    Ok(())
+}
