@@ -90,7 +90,7 @@ pub struct EchoServe {
     pub upper: bool,
 
     /// Answer every datagram, line or newline-less chunk with TEXT instead
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", value_parser = reply_text)]
     pub reply: Option<String>,
 
     /// Silently drop each UDP datagram with probability P (0 to 1)
@@ -203,6 +203,18 @@ fn size(s: &str) -> Result<usize, String> {
     match n.checked_mul(unit) {
         Some(bytes) if bytes > 0 && bytes <= 1 << 30 => Ok(bytes),
         _ => Err(format!("'{s}' is not between 1 byte and 1 GiB")),
+    }
+}
+
+/// A reply must fit in one datagram.
+fn reply_text(s: &str) -> Result<String, String> {
+    if s.len() <= 65_507 {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{} bytes is longer than one datagram (65507 bytes)",
+            s.len()
+        ))
     }
 }
 

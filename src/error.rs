@@ -50,9 +50,10 @@ pub enum Error {
     #[error("cannot write to standard output ({})", cause(.0))]
     Stdout(io::Error),
 
-    /// Bad input from the user that clap could not catch (exit 2).
-    #[error("{0}")]
-    Usage(String),
+    /// The user stopped a client with Ctrl-C or SIGTERM: exit 130, the
+    /// shell convention for "ended by a signal", and nothing to explain.
+    #[error("interrupted")]
+    Interrupted,
 
     /// Input the user gave that was wrong, found while running (exit 1).
     #[error("{what} ({why})")]
@@ -60,10 +61,11 @@ pub enum Error {
 }
 
 impl Error {
-    /// Exit code for this error: 2 for usage errors, 1 for everything else.
+    /// Exit code for this error: 130 when interrupted, 1 for everything
+    /// else. (Usage errors never get here: clap reports them, exit 2.)
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) => 2,
+            Error::Interrupted => 130,
             _ => 1,
         }
     }
@@ -141,6 +143,6 @@ mod tests {
             "no reply from 127.0.0.1:9 (nothing within 0.5 s)"
         );
         assert_eq!(e.exit_code(), 1);
-        assert_eq!(Error::Usage("x".into()).exit_code(), 2);
+        assert_eq!(Error::Interrupted.exit_code(), 130);
     }
 }

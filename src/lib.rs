@@ -10,8 +10,8 @@
 //! (framing and what to answer; no I/O), `server` (`run` takes an already
 //! bound socket and the shutdown token, so tests start servers on port 0
 //! in-process) and `client`. Data flows socket -> protocol's framing type ->
-//! server logic -> protocol's encoder -> socket; nothing outside `protocol`
-//! touches raw byte buffers.
+//! server logic -> protocol's encoder -> socket. Framing and answer rules
+//! live in `protocol`; the servers move bytes between sockets and it.
 //!
 //! - [`echo`]: RFC 862 echo over UDP and TCP, with upper-casing, fixed
 //!   replies, simulated loss and delay (seeds 000, 003, 004 task 5).

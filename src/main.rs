@@ -34,6 +34,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e @ sockit::Error::Interrupted) => ExitCode::from(e.exit_code()),
         Err(e) => {
             eprintln!("sockit: error: {e}");
             ExitCode::from(e.exit_code())

@@ -61,7 +61,11 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<()> {
             };
             let messages = Messages::from_args_or_stdin(args.messages);
             let stdout = std::io::stdout();
-            echo::client::send(&config, messages, &mut stdout.lock()).await
+            until_interrupted(
+                echo::client::send(&config, messages, &mut stdout.lock()),
+                &shutdown,
+            )
+            .await
         }
         Command::Json(JsonCommand::Serve(args)) => {
             let listener = net::bind_tcp(SocketAddr::new(args.bind.bind, args.port))?;
@@ -76,8 +80,24 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<()> {
             };
             let messages = Messages::from_args_or_stdin(args.values);
             let stdout = std::io::stdout();
-            json::client::send(&config, messages, &mut stdout.lock()).await
+            until_interrupted(
+                json::client::send(&config, messages, &mut stdout.lock()),
+                &shutdown,
+            )
+            .await
         }
+    }
+}
+
+/// Runs a client until it finishes or the user interrupts it (a client
+/// waiting on stdin or on a reply must still stop on Ctrl-C).
+async fn until_interrupted(
+    client: impl std::future::Future<Output = Result<()>>,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    tokio::select! {
+        result = client => result,
+        _ = shutdown.cancelled() => Err(Error::Interrupted),
     }
 }
 

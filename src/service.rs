@@ -68,7 +68,7 @@ pub async fn serve_tcp<F, Fut>(
 /// Accepts the next connection, backing off instead of failing when the
 /// process runs out of file descriptors or a peer reset early. Accepted
 /// sockets get TCP_NODELAY (answers go out at once) and keepalive.
-pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     let mut backoff = Duration::from_millis(5);
     loop {
         match listener.accept().await {

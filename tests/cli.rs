@@ -60,8 +60,9 @@ fn udp_to_a_closed_port_is_refused() {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let port = sock.local_addr().expect("addr").port().to_string();
     drop(sock);
-    let out = sockit(&["echo", "send", "-u", "-w", "5", "127.0.0.1", &port, "hi"]);
-    assert_error(&out, 1, "sockit: error: no reply from 127.0.0.1");
+    let out = sockit(&["echo", "send", "-u", "-w", "20", "127.0.0.1", &port, "hi"]);
+    let err = assert_error(&out, 1, "sockit: error: no reply from 127.0.0.1");
+    assert!(err.contains("(connection refused"), "{err}");
 }
 
 #[test]
@@ -189,4 +190,26 @@ fn broken_pipe_on_stdout_is_not_an_error() {
     );
     let out = run_with_input(Command::new("bash").args(["-c", &script]), b"");
     assert_eq!(stdout(&out), "hello\n0\n", "stderr: {}", stderr(&out));
+}
+
+#[test]
+fn clients_stop_on_ctrl_c() {
+    // The test is the server: once it has accepted the client's
+    // connection, the client is running (its handlers are installed
+    // before it connects) and waits on stdin, which stays open and empty.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    for command in ["json", "echo"] {
+        let mut child = Command::new(sockit_bin())
+            .args([command, "send", "127.0.0.1", &port])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn client");
+        let (_conn, _) = listener.accept().expect("the client connects");
+        signal(&child, libc::SIGINT);
+        let status = wait_bounded(&mut child, std::time::Duration::from_secs(5));
+        assert_eq!(status.code(), Some(130), "sockit {command} send");
+    }
 }

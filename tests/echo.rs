@@ -271,6 +271,66 @@ fn tcp_reply_answers_lines_with_lines() {
 }
 
 #[test]
+fn tcp_reply_answers_every_newline_less_message_on_one_connection() {
+    // The seed's clients send a message without newline and recv once,
+    // message after message.
+    let server = Server::sockit(&[
+        "echo",
+        "serve",
+        "--tcp",
+        "--reply",
+        "Hello, i'm server!",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        "0",
+    ]);
+    let mut stream = tcp_client(&server);
+    for message in ["Hello, i'm client!", "second message", "세 번째"] {
+        stream.write_all(message.as_bytes()).expect("write");
+        assert_eq!(read_n(&mut stream, 18), b"Hello, i'm server!");
+    }
+}
+
+#[test]
+fn a_long_reply_to_a_flood_of_newlines_costs_bounded_memory() {
+    let text = "x".repeat(1000);
+    let server = Server::sockit(&[
+        "echo",
+        "serve",
+        "--tcp",
+        "--reply",
+        &text,
+        "-b",
+        "127.0.0.1",
+        "-p",
+        "0",
+    ]);
+    let before = server.rss_kib();
+    let newlines = vec![b'\n'; 1 << 20];
+    let mut hogs = Vec::new();
+    for _ in 0..10 {
+        let mut hog = tcp_client(&server);
+        hog.set_write_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        // Each newline asks for 1001 bytes; the client never reads them.
+        for _ in 0..8 {
+            if hog.write(&newlines).is_err() {
+                break;
+            }
+        }
+        hogs.push(hog);
+    }
+    let after = server.rss_kib();
+    assert!(
+        after < before + 32 * 1024,
+        "server RSS grew from {before} KiB to {after} KiB"
+    );
+    let out = sockit(&["echo", "send", "127.0.0.1", &server.port_arg(), "hi"]);
+    assert_eq!(stdout(&out), format!("{text}\n"));
+}
+
+#[test]
 fn full_duplex_100_mb_stream_does_not_deadlock() {
     let server = Server::sockit(&["echo", "serve", "--tcp", "-b", "127.0.0.1", "-p", "0"]);
     let stream = tcp_client(&server);
@@ -420,9 +480,9 @@ fn garbage_and_invalid_utf8_are_survived() {
     let mut back = Vec::new();
     stream.read_to_end(&mut back).expect("read");
     assert_eq!(
-        back.len(),
-        garbage.len(),
-        "ASCII upper-casing keeps the length"
+        back,
+        garbage.to_ascii_uppercase(),
+        "ASCII upper-cased, the rest unchanged"
     );
     // UDP: empty, invalid, and the largest possible datagram.
     let sock = udp_client();

@@ -9,10 +9,11 @@
 //!   bytes) until the next read completes it, so `한` split across two
 //!   reads is still passed through whole, and `é` split is still upper-cased.
 //!   Bytes that can never be UTF-8 are echoed unchanged.
-//! * `--reply TEXT` answers once per line (ended by `\n`) with `TEXT\n`, and
-//!   once per newline-less burst with a bare `TEXT` (the seed's clients send
-//!   no newline and `recv` one chunk). A line split across reads is
-//!   answered once, when its first bytes arrive.
+//! * `--reply TEXT` answers every read: once per `\n` in it with `TEXT\n`,
+//!   and once more with a bare `TEXT` when the read ends without a newline
+//!   (the seed's clients send messages without newline and `recv` one
+//!   chunk, message after message on one connection). A line that a slow
+//!   network splits across reads is therefore answered once per piece.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -50,16 +51,17 @@ pub struct StreamReply {
     reply: Reply,
     /// `--upper`: bytes of a UTF-8 character whose rest has not arrived.
     carry: Vec<u8>,
-    /// `--reply`: the current unfinished line has already been answered.
-    answered_partial: bool,
 }
+
+/// Upper-casing never makes text more than this many times longer
+/// (`ΐ`, 2 bytes, becomes 6).
+const UPPER_GROWTH: usize = 3;
 
 impl StreamReply {
     pub fn new(reply: Reply) -> Self {
         StreamReply {
             reply,
             carry: Vec::with_capacity(4),
-            answered_partial: false,
         }
     }
 
@@ -68,34 +70,39 @@ impl StreamReply {
         self.reply == Reply::Echo
     }
 
-    /// Appends the answer to `input` to `out`.
-    pub fn push(&mut self, input: &[u8], out: &mut BytesMut) {
+    /// The most input bytes whose answer fits in `budget` bytes, so a caller
+    /// can bound the memory an answer takes (a read full of newlines under
+    /// `--reply` would otherwise multiply by the reply's length).
+    pub fn input_for(&self, budget: usize) -> usize {
+        match &self.reply {
+            Reply::Echo => budget,
+            Reply::Upper => (budget / UPPER_GROWTH).max(1),
+            Reply::Fixed(text) => (budget / (text.len() + 1)).max(1),
+        }
+    }
+
+    /// Appends the answer to `input` to `out`. `input` is one read, or a
+    /// piece of one; `read_ends` says whether the read ends with it.
+    pub fn push(&mut self, input: &[u8], read_ends: bool, out: &mut BytesMut) {
         match &self.reply {
             Reply::Echo => out.extend_from_slice(input),
             Reply::Upper => {
                 if self.carry.is_empty() {
-                    let mut tail = std::mem::take(&mut self.carry);
-                    upper_into(input, &mut tail, &mut BufWriter(out));
-                    self.carry = tail;
+                    upper_into(input, &mut self.carry, out);
                 } else {
                     let mut joined = std::mem::take(&mut self.carry);
                     joined.extend_from_slice(input);
-                    upper_into(&joined, &mut self.carry, &mut BufWriter(out));
+                    upper_into(&joined, &mut self.carry, out);
                 }
             }
             Reply::Fixed(text) => {
-                let mut rest = input;
-                while let Some(i) = memchr(b'\n', rest) {
-                    if !self.answered_partial {
-                        out.extend_from_slice(text);
-                        out.put_u8(b'\n');
-                    }
-                    self.answered_partial = false;
-                    rest = &rest[i + 1..];
-                }
-                if !rest.is_empty() && !self.answered_partial {
+                let lines = input.iter().filter(|&&b| b == b'\n').count();
+                for _ in 0..lines {
                     out.extend_from_slice(text);
-                    self.answered_partial = true;
+                    out.put_u8(b'\n');
+                }
+                if read_ends && input.last().is_some_and(|&b| b != b'\n') {
+                    out.extend_from_slice(text);
                 }
             }
         }
@@ -121,11 +128,9 @@ impl Sink for Vec<u8> {
     }
 }
 
-struct BufWriter<'a>(&'a mut BytesMut);
-
-impl Sink for BufWriter<'_> {
+impl Sink for BytesMut {
     fn put(&mut self, bytes: &[u8]) {
-        self.0.extend_from_slice(bytes);
+        self.extend_from_slice(bytes);
     }
 }
 
@@ -177,10 +182,6 @@ fn upper_str(text: &str, out: &mut impl Sink) {
     }
 }
 
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,7 +190,10 @@ mod tests {
         let mut state = StreamReply::new(reply);
         let mut out = BytesMut::new();
         for read in reads {
-            state.push(read, &mut out);
+            // Each read fed in one-byte pieces must answer as the whole read.
+            for (i, byte) in read.iter().enumerate() {
+                state.push(std::slice::from_ref(byte), i + 1 == read.len(), &mut out);
+            }
         }
         state.finish(&mut out);
         out.to_vec()
@@ -220,11 +224,12 @@ mod tests {
     }
 
     #[test]
-    fn fixed_reply_once_per_line_or_burst() {
+    fn fixed_reply_once_per_line_and_per_unfinished_read() {
         let hi = Reply::Fixed(Bytes::from_static(b"HI"));
         assert_eq!(stream(hi.clone(), &[b"hello"]), b"HI");
+        assert_eq!(stream(hi.clone(), &[b"first", b"second"]), b"HIHI");
         assert_eq!(stream(hi.clone(), &[b"a\nb\n"]), b"HI\nHI\n");
-        assert_eq!(stream(hi.clone(), &[b"hel", b"lo\n", b"x\n"]), b"HIHI\n");
-        assert_eq!(stream(hi, &[b"one\ntw", b"o\n"]), b"HI\nHI");
+        assert_eq!(stream(hi.clone(), &[b"one\ntw"]), b"HI\nHI");
+        assert_eq!(stream(hi, &[b"\n\n"]), b"HI\nHI\n");
     }
 }

@@ -53,6 +53,7 @@ pub async fn run(
             None => Ok(()),
         }
     };
-    let (tcp_result, udp_result) = tokio::join!(tcp_task, udp_task);
-    tcp_result.and(udp_result)
+    // If either side fails, the server stops with that error rather than
+    // going on half-working.
+    tokio::try_join!(tcp_task, udp_task).map(|_| ())
 }

@@ -68,25 +68,38 @@ async fn serve_connection(mut stream: TcpStream, config: Config) -> std::io::Res
                 Err(e) => return Err(e),
             };
             let arrived = Instant::now();
-            let chunk = if n == 0 {
+            if n == 0 {
                 state.finish(&mut answer);
-                answer.split().freeze()
-            } else if state.is_identity() {
-                input.split().freeze()
+                let last = answer.split().freeze();
+                if !last.is_empty() {
+                    // A send error means the writer failed; it reports.
+                    let _ = tx.send((arrived, last)).await;
+                }
+                return Ok(());
+            }
+            if state.is_identity() {
+                if tx.send((arrived, input.split().freeze())).await.is_err() {
+                    return Ok(());
+                }
             } else {
-                state.push(&input, &mut answer);
+                // Answer in pieces of at most READ_CHUNK bytes each, so a
+                // read full of newlines under a long --reply cannot make
+                // one huge answer; the channel's bound gives backpressure.
+                let step = state.input_for(READ_CHUNK);
+                let mut pieces = input.chunks(step).peekable();
+                while let Some(piece) = pieces.next() {
+                    state.push(piece, pieces.peek().is_none(), &mut answer);
+                    if !answer.is_empty()
+                        && tx.send((arrived, answer.split().freeze())).await.is_err()
+                    {
+                        return Ok(());
+                    }
+                }
                 input.clear();
-                answer.split().freeze()
-            };
+            }
             if n < SMALL_READ {
                 input = BytesMut::new();
                 answer = BytesMut::new();
-            }
-            if !chunk.is_empty() && tx.send((arrived, chunk)).await.is_err() {
-                return Ok(()); // the writer failed; its error is reported
-            }
-            if n == 0 {
-                return Ok(());
             }
         }
     };

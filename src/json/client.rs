@@ -13,10 +13,14 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 
-use super::protocol::{DEFAULT_MAX_SIZE, Frame, JsonCodec, parse_value};
+use super::protocol::{Frame, JsonCodec, parse_value};
 use crate::error::{Error, Result};
 use crate::messages::Messages;
 use crate::net;
+
+/// Largest reply accepted: generous, since the user asked for it, yet
+/// bounded, since the server may be anything.
+const MAX_REPLY: usize = 64 << 20;
 
 /// What `json send` was asked to do.
 #[derive(Debug, Clone)]
@@ -31,7 +35,7 @@ pub struct Config {
 pub async fn send(config: &Config, mut messages: Messages, out: &mut impl Write) -> Result<()> {
     let peer = net::display_target(&config.host, config.port);
     let stream = net::connect_tcp(&config.host, config.port, config.wait).await?;
-    let mut framed = Framed::new(stream, JsonCodec::eager(DEFAULT_MAX_SIZE.max(64 << 20)));
+    let mut framed = Framed::new(stream, JsonCodec::eager(MAX_REPLY));
     let mut skipped = Vec::new();
     let mut number = 0usize;
     while let Some(line) = messages.next().await? {

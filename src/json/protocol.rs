@@ -12,19 +12,22 @@
 //!
 //! "Need more bytes" is never "bad input". Bad input becomes a
 //! [`Frame::Error`] with the stream offset where the value went wrong, and
-//! decoding resumes after the next newline. Two rules keep that from
-//! swallowing good input:
-//! * a value that is still open is test-parsed whenever its bytes have
-//!   doubled or a newline arrived, so `{` followed by a line of good JSON is
-//!   reported at once instead of waiting for a `}` that never comes (the
-//!   doubling keeps the cost linear);
+//! decoding resumes at the next line: at the start of the bad byte's own
+//! line when that byte begins it (so `{` followed by a line of good JSON
+//! loses only the `{`), else after the next newline. Further rules:
+//! * a value that is still open is test-parsed when its bytes have doubled,
+//!   or grown by a quarter and brought a newline (geometric growth keeps
+//!   the total cost linear), so an early syntax error is reported at once
+//!   instead of waiting for a `}` that never comes; a number cut off by the
+//!   end of the buffer (`1.`, `-`, `1e+`) is unfinished, not wrong;
 //! * a value longer than `max_size` is refused as soon as it is known to be
-//!   too long, without buffering the rest of it.
-//!
-//! A top-level number touching the end of the buffer may still be growing
-//! (`12` then `3`), so it is only complete when a delimiter follows, the
-//! stream ends, or the codec is `eager` (a client reading replies, which
-//! arrive whole).
+//!   too long and skipped to its structural end as it arrives, without
+//!   buffering it (a pretty-printed value does not leak its inner lines);
+//! * a top-level number touching the end of the buffer may still be growing
+//!   (`12` then `3`), so it is complete only when a delimiter follows, the
+//!   stream ends, or the codec is `eager` (a client reading replies, which
+//!   arrive whole); `true`, `false` and `null` cannot grow and are answered
+//!   at once.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::de::IgnoredAny;
@@ -54,6 +57,10 @@ impl Frame {
 /// Where the scan of the value at the front of the buffer has got to.
 #[derive(Debug, Default, Clone)]
 struct Scan {
+    /// The first byte has been looked at (and `scalar` or `depth` set).
+    started: bool,
+    /// A number, literal or garbage token, which ends at a delimiter.
+    scalar: bool,
     /// Bytes of the current value already scanned.
     pos: usize,
     /// Open `{` / `[` not yet closed.
@@ -64,12 +71,56 @@ struct Scan {
     checked_len: usize,
 }
 
-/// Result of scanning the value at the front of the buffer.
-enum Scanned {
-    /// The value ends at this many bytes.
-    Complete(usize),
-    /// More bytes are needed.
-    Incomplete,
+impl Scan {
+    /// Scans `buf` from `self.pos`; `buf[0]` is the value's first byte
+    /// unless the scan was already started. Returns where the value ends.
+    fn advance(&mut self, buf: &[u8]) -> Option<usize> {
+        if !self.started {
+            self.started = true;
+            self.pos = 1;
+            match buf[0] {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth = 1,
+                _ => self.scalar = true,
+            }
+        }
+        if self.scalar {
+            // At least one byte, then up to the next delimiter.
+            let from = self.pos;
+            let found = buf[from..].iter().position(|&b| is_delimiter(b));
+            self.pos = buf.len();
+            return found.map(|i| from + i);
+        }
+        while self.pos < buf.len() {
+            let b = buf[self.pos];
+            self.pos += 1;
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                    if self.depth == 0 {
+                        return Some(self.pos);
+                    }
+                }
+            } else {
+                match b {
+                    b'"' => self.in_string = true,
+                    b'{' | b'[' => self.depth += 1,
+                    b'}' | b']' => {
+                        self.depth = self.depth.saturating_sub(1);
+                        if self.depth == 0 {
+                            return Some(self.pos);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        None
+    }
 }
 
 /// The JSON stream codec (see the module doc).
@@ -83,6 +134,18 @@ pub struct JsonCodec {
     scan: Scan,
     /// After bad input: discarding bytes up to the next newline.
     resyncing: bool,
+    /// After an oversize value was refused while still open: discarding
+    /// the rest of it (tracked by `scan`) up to its structural end.
+    discarding: bool,
+}
+
+/// What a complete value failed with.
+struct Invalid {
+    message: String,
+    /// Byte index in the value the complaint refers to.
+    at: usize,
+    /// serde ran out of input: the value is unfinished, not wrong.
+    eof: bool,
 }
 
 impl JsonCodec {
@@ -94,6 +157,7 @@ impl JsonCodec {
             offset: 0,
             scan: Scan::default(),
             resyncing: false,
+            discarding: false,
         }
     }
 
@@ -110,76 +174,47 @@ impl JsonCodec {
         self.offset += n as u64;
     }
 
-    /// Reports bad input at `at` (relative to the buffer) and starts
-    /// skipping to the next newline after the value's start.
+    /// Reports bad input at `at` (relative to the buffer) and decides where
+    /// decoding resumes: at the start of the line the bad byte begins (so
+    /// `{` followed by a line of good JSON loses only the `{`), otherwise
+    /// after the next newline from the bad byte on.
     fn bad_input(&mut self, buf: &mut BytesMut, message: String, at: usize) -> Frame {
         let offset = self.offset + at as u64;
         self.scan = Scan::default();
-        self.resyncing = true;
-        // The byte that started the value is consumed in any case, so a
-        // newline inside it (at 0) is not found again.
-        self.advance(buf, 1.min(buf.len()));
+        let at = at.min(buf.len());
+        let line_start = buf[..at].iter().rposition(|&b| b == b'\n').map(|i| i + 1);
+        match line_start {
+            Some(start) if buf[start..at].iter().all(|b| is_space(*b)) => {
+                self.advance(buf, start);
+            }
+            _ => {
+                self.advance(buf, at.max(1));
+                self.resyncing = true;
+            }
+        }
         Frame::Error { message, offset }
     }
 
-    /// Scans forward from `self.scan.pos`; `buf[0]` is the value's first byte.
-    fn scan(&mut self, buf: &[u8], at_eof: bool) -> Scanned {
-        let s = &mut self.scan;
-        let first = buf[0];
-        if first == b'{' || first == b'[' || first == b'"' {
-            if s.pos == 0 {
-                s.pos = 1;
-                if first == b'"' {
-                    s.in_string = true;
-                } else {
-                    s.depth = 1;
-                }
-            }
-            while s.pos < buf.len() {
-                let b = buf[s.pos];
-                s.pos += 1;
-                if s.in_string {
-                    if s.escaped {
-                        s.escaped = false;
-                    } else if b == b'\\' {
-                        s.escaped = true;
-                    } else if b == b'"' {
-                        s.in_string = false;
-                        if s.depth == 0 {
-                            return Scanned::Complete(s.pos);
-                        }
-                    }
-                } else {
-                    match b {
-                        b'"' => s.in_string = true,
-                        b'{' | b'[' => s.depth += 1,
-                        b'}' | b']' => {
-                            s.depth -= 1;
-                            if s.depth == 0 {
-                                return Scanned::Complete(s.pos);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            Scanned::Incomplete
-        } else {
-            // A scalar (number, true/false/null) or garbage: it runs to the
-            // next delimiter, and is at least one byte long.
-            let end = buf[1..]
-                .iter()
-                .position(|&b| is_delimiter(b))
-                .map(|i| i + 1);
-            match end {
-                Some(end) => Scanned::Complete(end),
-                None if at_eof || self.eager => Scanned::Complete(buf.len()),
-                None => Scanned::Incomplete,
-            }
-        }
+    fn too_large_message(&self) -> String {
+        format!("value too large (max {} bytes)", self.max_size)
     }
 
     fn decode_inner(&mut self, buf: &mut BytesMut, at_eof: bool) -> Option<Frame> {
+        if self.discarding {
+            match self.scan.advance(buf) {
+                Some(end) => {
+                    self.advance(buf, end);
+                    self.discarding = false;
+                    self.scan = Scan::default();
+                }
+                None => {
+                    let all = buf.len();
+                    self.advance(buf, all);
+                    self.scan.pos = 0;
+                    return None;
+                }
+            }
+        }
         if self.resyncing {
             match buf.iter().position(|&b| b == b'\n') {
                 Some(i) => {
@@ -201,78 +236,131 @@ impl JsonCodec {
         if buf.is_empty() {
             return None;
         }
-        match self.scan(buf, at_eof) {
-            Scanned::Complete(end) if end > self.max_size => Some(self.too_large(buf)),
-            Scanned::Complete(end) => Some(self.finish_value(buf, end)),
-            Scanned::Incomplete if buf.len() > self.max_size => Some(self.too_large(buf)),
-            Scanned::Incomplete if at_eof => {
-                let frame = match serde_json::from_slice::<IgnoredAny>(buf) {
-                    Err(e) if !e.is_eof() => {
-                        let at = error_position(buf, &e);
-                        self.bad_input(buf, serde_message(&e), at)
-                    }
-                    _ => {
-                        let at = buf.len();
-                        self.bad_input(buf, "connection closed in the middle of a value".into(), at)
-                    }
+        let end = match self.scan.advance(buf) {
+            Some(end) => Some(end),
+            // A scalar touching the end of the buffer: complete if the
+            // stream ended, replies are read (eager), or it is a literal
+            // that cannot grow; a number might.
+            None if self.scan.scalar
+                && (at_eof || self.eager || matches!(&buf[..], b"true" | b"false" | b"null")) =>
+            {
+                Some(buf.len())
+            }
+            None => None,
+        };
+        match end {
+            Some(end) if end > self.max_size => {
+                let frame = Frame::Error {
+                    message: self.too_large_message(),
+                    offset: self.offset,
+                };
+                self.advance(buf, end);
+                self.scan = Scan::default();
+                Some(frame)
+            }
+            Some(end) => Some(self.finish_value(buf, end)),
+            None if buf.len() > self.max_size => {
+                // Refuse it now and drop the rest of it as it arrives,
+                // without buffering it.
+                let frame = Frame::Error {
+                    message: self.too_large_message(),
+                    offset: self.offset,
+                };
+                let all = buf.len();
+                self.advance(buf, all);
+                self.scan.pos = 0;
+                self.discarding = true;
+                Some(frame)
+            }
+            None if at_eof => {
+                let frame = match validate(buf) {
+                    Err(bad) if !bad.eof => self.bad_input(buf, bad.message, bad.at),
+                    _ => self.closed_mid_value(buf),
                 };
                 let rest = buf.len();
                 self.advance(buf, rest);
                 Some(frame)
             }
-            Scanned::Incomplete => self.early_check(buf),
+            None => self.early_check(buf),
+        }
+    }
+
+    fn closed_mid_value(&mut self, buf: &mut BytesMut) -> Frame {
+        let at = buf.len();
+        let offset = self.offset + at as u64;
+        self.advance(buf, at);
+        self.scan = Scan::default();
+        Frame::Error {
+            message: "connection closed in the middle of a value".into(),
+            offset,
         }
     }
 
     /// Test-parses an incomplete value when that can tell us something new
     /// (see the module doc); returns the error if it is already invalid.
+    /// A check happens when the buffer has doubled, or has grown by a
+    /// quarter and brought a newline: geometric growth keeps the total
+    /// cost linear in the value's size.
     fn early_check(&mut self, buf: &mut BytesMut) -> Option<Frame> {
         let len = buf.len();
-        let grew = len >= self.scan.checked_len.saturating_mul(2).max(64);
-        let newline = buf[self.scan.checked_len.min(len)..].contains(&b'\n');
-        if !grew && !newline {
+        let last = self.scan.checked_len;
+        let doubled = len >= last.saturating_mul(2).max(64);
+        let newline = len >= last + last / 4 && buf[last.min(len)..].contains(&b'\n');
+        if !doubled && !newline {
             return None;
         }
         self.scan.checked_len = len;
-        match serde_json::from_slice::<IgnoredAny>(buf) {
-            Err(e) if !e.is_eof() => {
-                let at = error_position(buf, &e);
-                Some(self.bad_input(buf, serde_message(&e), at))
-            }
-            _ => None,
+        let bad = match validate(buf) {
+            Err(bad) if !bad.eof => bad,
+            _ => return None,
+        };
+        // A number cut off by the end of the buffer (`1.`, `-`, `1e+`) is
+        // "invalid" to serde but only unfinished: more bytes may fix it.
+        let tail = buf
+            .iter()
+            .rev()
+            .take_while(|b| b"0123456789.eE+-".contains(b))
+            .count();
+        if bad.at >= len - tail {
+            return None;
         }
-    }
-
-    fn too_large(&mut self, buf: &mut BytesMut) -> Frame {
-        let message = format!("value too large (max {} bytes)", self.max_size);
-        self.bad_input(buf, message, 0)
+        Some(self.bad_input(buf, bad.message, bad.at))
     }
 
     /// Validates and compacts the complete value `buf[..end]`.
     fn finish_value(&mut self, buf: &mut BytesMut, end: usize) -> Frame {
-        let value = &buf[..end];
-        match validate(value) {
+        match validate(&buf[..end]) {
             Ok(()) => {
-                let compact = compact(value);
+                let compact = compact(&buf[..end]);
                 self.advance(buf, end);
                 self.scan = Scan::default();
                 Frame::Value(compact)
             }
-            Err((message, at)) => self.bad_input(buf, message, at),
+            Err(bad) if bad.eof && end == buf.len() => self.closed_mid_value(buf),
+            Err(bad) => self.bad_input(buf, bad.message, bad.at),
         }
     }
 }
 
 /// Checks that `value` is exactly one valid JSON value in valid UTF-8.
-/// Returns the complaint and the byte index it refers to. (serde does not
-/// check the UTF-8 of strings it is told to ignore, hence the first step.)
-fn validate(value: &[u8]) -> Result<(), (String, usize)> {
+/// (serde does not check the UTF-8 of strings it is told to ignore, hence
+/// the first step.)
+fn validate(value: &[u8]) -> Result<(), Invalid> {
     if let Err(e) = std::str::from_utf8(value) {
-        return Err(("invalid UTF-8".to_string(), e.valid_up_to()));
+        // A character cut off by the end of the buffer is unfinished.
+        return Err(Invalid {
+            message: "invalid UTF-8".to_string(),
+            at: e.valid_up_to(),
+            eof: e.error_len().is_none(),
+        });
     }
     serde_json::from_slice::<IgnoredAny>(value)
         .map(|_| ())
-        .map_err(|e| (serde_message(&e), error_position(value, &e)))
+        .map_err(|e| Invalid {
+            message: serde_message(&e),
+            at: error_position(value, &e),
+            eof: e.is_eof(),
+        })
 }
 
 impl Decoder for JsonCodec {
@@ -308,7 +396,7 @@ impl Encoder<Frame> for JsonCodec {
 pub fn parse_value(text: &[u8]) -> Result<Bytes, String> {
     match validate(text) {
         Ok(()) => Ok(compact(text)),
-        Err((message, at)) => Err(format!("{message} at byte {at}")),
+        Err(bad) => Err(format!("{} at byte {}", bad.message, bad.at)),
     }
 }
 
@@ -513,6 +601,81 @@ mod tests {
         assert_eq!(
             frames,
             vec![err("connection closed in the middle of a value", 11)]
+        );
+    }
+
+    #[test]
+    fn pretty_values_with_numbers_survive_every_split() {
+        let input = b"[\n  -1.5e+3,\n  {\"k\": -0.25, \"e\": 6E-2, \"s\": \"a\\\"b\"},\n  [1, 2.0, 3e4, -7]\n]\n";
+        assert!(input.len() > 64);
+        let want = value(r#"[-1.5e+3,{"k":-0.25,"e":6E-2,"s":"a\"b"},[1,2.0,3e4,-7]]"#);
+        for cut in 0..=input.len() {
+            for second in cut..=input.len() {
+                let mut c = JsonCodec::new(1024);
+                let frames = decode_all(
+                    &mut c,
+                    &[&input[..cut], &input[cut..second], &input[second..]],
+                );
+                assert_eq!(frames, vec![want.clone()], "cuts at {cut} and {second}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_broken_pretty_value_does_not_leak_its_inner_lines() {
+        let mut c = JsonCodec::new(1024);
+        let frames = decode_all(
+            &mut c,
+            &[b"{\n  \"a\": 1,\n  \"b\": bad\n}\n{\"next\":1}\n"],
+        );
+        assert!(
+            frames
+                .iter()
+                .all(|f| !matches!(f, Frame::Value(v) if v.as_ref() != b"{\"next\":1}")),
+            "{frames:?}"
+        );
+        assert_eq!(frames.last(), Some(&value(r#"{"next":1}"#)));
+    }
+
+    #[test]
+    fn an_oversize_pretty_value_is_skipped_whole() {
+        let big: String = format!(
+            "{{\n{}\n}}\n",
+            (0..20)
+                .map(|i| format!("  \"k{i}\": [1, 2, 3]"))
+                .collect::<Vec<_>>()
+                .join(",\n")
+        );
+        let input = format!("{big}[\"after\"]\n");
+        for cut in [10, 63, 65, 100, big.len()] {
+            let mut c = JsonCodec::new(64);
+            let frames = decode_all(
+                &mut c,
+                &[&input.as_bytes()[..cut], &input.as_bytes()[cut..]],
+            );
+            assert_eq!(
+                frames,
+                vec![
+                    err("value too large (max 64 bytes)", 0),
+                    value(r#"["after"]"#)
+                ],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn literals_at_the_end_are_answered_and_cut_ones_reported_at_eof() {
+        let mut c = JsonCodec::new(1024);
+        let mut buf = BytesMut::from(&b"true"[..]);
+        assert_eq!(c.decode(&mut buf).unwrap(), Some(value("true")));
+        let frames = decode_all(&mut JsonCodec::new(1024), &[b"[1] tru"]);
+        assert_eq!(
+            frames,
+            vec![
+                value("[1]"),
+                err("connection closed in the middle of a value", 7)
+            ]
         );
     }
 

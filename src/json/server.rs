@@ -45,8 +45,24 @@ async fn serve_connection(stream: TcpStream, max_size: usize) -> std::io::Result
             }
         }
         framed.flush().await?;
+        release_idle_buffers(&mut framed);
     }
     framed.flush().await
+}
+
+/// Buffers above this size are given back when a connection goes idle.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// A connection that once carried a large value must not keep its peak
+/// buffers while it idles: with everything answered and flushed, buffers
+/// grown past [`KEEP_BUFFER`] are replaced by empty ones.
+fn release_idle_buffers(framed: &mut Framed<TcpStream, JsonCodec>) {
+    if framed.read_buffer().is_empty() && framed.read_buffer().capacity() > KEEP_BUFFER {
+        *framed.read_buffer_mut() = bytes::BytesMut::new();
+    }
+    if framed.write_buffer().is_empty() && framed.write_buffer().capacity() > KEEP_BUFFER {
+        *framed.write_buffer_mut() = bytes::BytesMut::new();
+    }
 }
 
 async fn feed(framed: &mut Framed<TcpStream, JsonCodec>, frame: Frame) -> std::io::Result<()> {
