@@ -12,6 +12,14 @@ use std::time::{Duration, Instant};
 use common::*;
 use rand::{RngExt, SeedableRng};
 
+/// `sockit echo serve EXTRA... -b 127.0.0.1 -p 0`.
+fn serve(extra: &[&str]) -> Server {
+    let mut args = vec!["echo", "serve"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-b", "127.0.0.1", "-p", "0"]);
+    Server::sockit(&args)
+}
+
 fn udp_client() -> UdpSocket {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind client");
     sock.set_read_timeout(Some(LIMIT)).expect("timeout");
@@ -36,16 +44,7 @@ fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
 
 #[test]
 fn seed000_client_gets_upper_case_from_echo_serve_udp_upper() {
-    let server = Server::sockit(&[
-        "echo",
-        "serve",
-        "--udp",
-        "--upper",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        "0",
-    ]);
+    let server = serve(&["--udp", "--upper"]);
     let out = python(
         "seed000_udp_client.py",
         &["127.0.0.1", &server.port_arg()],
@@ -76,17 +75,7 @@ fn echo_send_udp_gets_upper_case_from_seed000_server() {
 
 #[test]
 fn seed003_tcp_client_gets_fixed_reply() {
-    let server = Server::sockit(&[
-        "echo",
-        "serve",
-        "--tcp",
-        "--reply",
-        "Hello, i'm server!",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        "0",
-    ]);
+    let server = serve(&["--tcp", "--reply", "Hello, i'm server!"]);
     let out = python(
         "seed003_tcp_client.py",
         &["127.0.0.1", &server.port_arg()],
@@ -122,7 +111,7 @@ fn echo_send_tcp_talks_to_seed003_server() {
 
 #[test]
 fn seed003_udp_client_gets_its_datagram_back() {
-    let server = Server::sockit(&["echo", "serve", "--udp", "-b", "127.0.0.1", "-p", "0"]);
+    let server = serve(&["--udp"]);
     let out = python(
         "seed003_udp_client.py",
         &["127.0.0.1", &server.port_arg()],
@@ -135,17 +124,7 @@ fn seed003_udp_client_gets_its_datagram_back() {
 
 #[test]
 fn seed004_notify_gets_hello_udp_client() {
-    let server = Server::sockit(&[
-        "echo",
-        "serve",
-        "--udp",
-        "--reply",
-        "Hello UDP Client",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        "0",
-    ]);
+    let server = serve(&["--udp", "--reply", "Hello UDP Client"]);
     let out = python("seed004_notify.py", &["127.0.0.1", &server.port_arg()], b"");
     assert_ok(&out);
     let expected = format!(
@@ -176,7 +155,7 @@ fn echo_send_udp_talks_to_seed004_listener() {
 fn nc_and_socat_are_echoed() {
     require("nc");
     require("socat");
-    let server = Server::sockit(&["echo", "serve", "-b", "127.0.0.1", "-p", "0"]);
+    let server = serve(&[]);
     let port = server.port_arg();
     let out = run_with_input(
         Command::new("nc").args(["-N", "127.0.0.1", &port]),
@@ -210,7 +189,7 @@ fn udp_and_tcp_share_the_port_and_ipv6_dual_stack_works() {
 
 #[test]
 fn stdin_lines_are_messages() {
-    let server = Server::sockit(&["echo", "serve", "-b", "127.0.0.1", "-p", "0"]);
+    let server = serve(&[]);
     let out = sockit_stdin(
         &["echo", "send", "127.0.0.1", &server.port_arg()],
         b"one\r\ntwo\nthree",
@@ -227,16 +206,7 @@ fn stdin_lines_are_messages() {
 
 #[test]
 fn upper_converts_a_character_split_across_reads() {
-    let server = Server::sockit(&[
-        "echo",
-        "serve",
-        "--tcp",
-        "--upper",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        "0",
-    ]);
+    let server = serve(&["--tcp", "--upper"]);
     let mut stream = tcp_client(&server);
     let e_acute = "é".as_bytes(); // c3 a9
     let han = "한".as_bytes(); // ed 95 9c
@@ -254,17 +224,7 @@ fn upper_converts_a_character_split_across_reads() {
 
 #[test]
 fn tcp_reply_answers_lines_with_lines() {
-    let server = Server::sockit(&[
-        "echo",
-        "serve",
-        "--tcp",
-        "--reply",
-        "OK",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        "0",
-    ]);
+    let server = serve(&["--tcp", "--reply", "OK"]);
     let mut stream = tcp_client(&server);
     stream.write_all(b"first\nsecond\n").expect("write");
     assert_eq!(read_n(&mut stream, 6), b"OK\nOK\n");
@@ -274,17 +234,7 @@ fn tcp_reply_answers_lines_with_lines() {
 fn tcp_reply_answers_every_newline_less_message_on_one_connection() {
     // The seed's clients send a message without newline and recv once,
     // message after message.
-    let server = Server::sockit(&[
-        "echo",
-        "serve",
-        "--tcp",
-        "--reply",
-        "Hello, i'm server!",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        "0",
-    ]);
+    let server = serve(&["--tcp", "--reply", "Hello, i'm server!"]);
     let mut stream = tcp_client(&server);
     for message in ["Hello, i'm client!", "second message", "세 번째"] {
         stream.write_all(message.as_bytes()).expect("write");
@@ -295,17 +245,7 @@ fn tcp_reply_answers_every_newline_less_message_on_one_connection() {
 #[test]
 fn a_long_reply_to_a_flood_of_newlines_costs_bounded_memory() {
     let text = "x".repeat(1000);
-    let server = Server::sockit(&[
-        "echo",
-        "serve",
-        "--tcp",
-        "--reply",
-        &text,
-        "-b",
-        "127.0.0.1",
-        "-p",
-        "0",
-    ]);
+    let server = serve(&["--tcp", "--reply", &text]);
     let before = server.rss_kib();
     let newlines = vec![b'\n'; 1 << 20];
     let mut hogs = Vec::new();
@@ -332,7 +272,7 @@ fn a_long_reply_to_a_flood_of_newlines_costs_bounded_memory() {
 
 #[test]
 fn full_duplex_100_mb_stream_does_not_deadlock() {
-    let server = Server::sockit(&["echo", "serve", "--tcp", "-b", "127.0.0.1", "-p", "0"]);
+    let server = serve(&["--tcp"]);
     let stream = tcp_client(&server);
     let mut writer = stream.try_clone().expect("clone");
     const TOTAL: usize = 100 * 1024 * 1024;
@@ -367,7 +307,7 @@ fn full_duplex_100_mb_stream_does_not_deadlock() {
 
 #[test]
 fn two_hundred_concurrent_tcp_clients() {
-    let server = Server::sockit(&["echo", "serve", "--tcp", "-b", "127.0.0.1", "-p", "0"]);
+    let server = serve(&["--tcp"]);
     let streams: Vec<TcpStream> = (0..200).map(|_| tcp_client(&server)).collect();
     // All connected at once; now each talks.
     for round in 0..3 {
@@ -396,19 +336,7 @@ fn drop_with_seed_is_a_reproducible_pattern() {
     assert!(expected.len() > 100 && expected.len() < 180);
 
     for _run in 0..2 {
-        let server = Server::sockit(&[
-            "echo",
-            "serve",
-            "--udp",
-            "--drop",
-            "0.3",
-            "--seed",
-            "7",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            "0",
-        ]);
+        let server = serve(&["--udp", "--drop", "0.3", "--seed", "7"]);
         let sock = udp_client();
         sock.connect(server.addr).expect("connect");
         let mut answered = Vec::new();
@@ -428,16 +356,7 @@ fn drop_with_seed_is_a_reproducible_pattern() {
 
 #[test]
 fn delay_holds_replies_back() {
-    let server = Server::sockit(&[
-        "echo",
-        "serve",
-        "--delay",
-        "300",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        "0",
-    ]);
+    let server = serve(&["--delay", "300"]);
     let sock = udp_client();
     let started = Instant::now();
     sock.send_to(b"late", server.addr).expect("send");
@@ -465,7 +384,7 @@ fn delay_holds_replies_back() {
 
 #[test]
 fn garbage_and_invalid_utf8_are_survived() {
-    let server = Server::sockit(&["echo", "serve", "--upper", "-b", "127.0.0.1", "-p", "0"]);
+    let server = serve(&["--upper"]);
     let garbage: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
     // TCP: bytes that are not UTF-8 come back unchanged, ASCII upper-cased.
     let mut stream = tcp_client(&server);
@@ -505,7 +424,7 @@ fn garbage_and_invalid_utf8_are_survived() {
 
 #[test]
 fn a_client_that_never_reads_costs_bounded_memory() {
-    let server = Server::sockit(&["echo", "serve", "--tcp", "-b", "127.0.0.1", "-p", "0"]);
+    let server = serve(&["--tcp"]);
     let before = server.rss_kib();
     let mut hog = tcp_client(&server);
     hog.set_write_timeout(Some(Duration::from_millis(500)))
@@ -537,16 +456,7 @@ fn a_client_that_never_reads_costs_bounded_memory() {
 
 #[test]
 fn a_peer_that_vanishes_mid_stream_does_not_hurt() {
-    let server = Server::sockit(&[
-        "echo",
-        "serve",
-        "--tcp",
-        "--upper",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        "0",
-    ]);
+    let server = serve(&["--tcp", "--upper"]);
     for _ in 0..20 {
         let stream = tcp_client(&server);
         let sock = socket2::SockRef::from(&stream);
@@ -562,7 +472,7 @@ fn a_peer_that_vanishes_mid_stream_does_not_hurt() {
 
 #[test]
 fn sigterm_stops_the_server_within_a_second() {
-    let server = Server::sockit(&["echo", "serve", "-b", "127.0.0.1", "-p", "0"]);
+    let server = serve(&[]);
     let _idle = tcp_client(&server);
     let (status, took, err) = server.terminate();
     assert!(status.success(), "exit {status:?}, stderr {err}");
