@@ -14,6 +14,9 @@
 #   RUNS [3]       tcpbulk runs per TCP server, alternating; the median is kept
 #   UDP_RUNS [1]   udpload runs per UDP server, alternating; the median is kept
 #   WINDOW [32]    datagrams in flight      SIZE [64]   datagram payload bytes
+#   CLIENT_FLAGS [] extra udpload flags, the same for every UDP server: any
+#                  of --gso (send each refill as UDP_SEGMENT messages) and
+#                  --gro (UDP_GRO on the client socket)
 #   BYTES [1G]     bytes per tcpbulk run    TCP_TIMEOUT [60] seconds per run
 #   STALL_TIMEOUT [10] seconds without echoed data before a TCP run is aborted
 #   PEERS_ONLY [0] 1: skip sockit (to test the harness before sockit exists)
@@ -59,6 +62,11 @@ check_int WINDOW "$WINDOW" 1 4096
 check_int SIZE "$SIZE" 16 1400
 check_int TCP_TIMEOUT "$TCP_TIMEOUT" 1 600
 check_int STALL_TIMEOUT "$STALL_TIMEOUT" 1 600
+CLIENT_FLAGS=${CLIENT_FLAGS:-}
+read -r -a CLIENT_ARGS <<<"$CLIENT_FLAGS"
+for flag in "${CLIENT_ARGS[@]}"; do
+	[[ $flag == --gso || $flag == --gro ]] || die "CLIENT_FLAGS may hold only --gso and --gro, got '$flag'"
+done
 [[ $BYTES =~ ^[0-9]+[KMGkmg]?$ ]] || die "BYTES must look like 1073741824, 100M or 1G, got '$BYTES'"
 
 command -v python3 >/dev/null || die "python3 is needed (seed server, free ports, report)"
@@ -204,7 +212,7 @@ record() {
 udp_run() { # LABEL PORT
 	local out
 	out=$(timeout $((WARMUP + DURATION + 30)) "$UDPLOAD" --target "127.0.0.1:$2" --window "$WINDOW" \
-		--size "$SIZE" --duration "$DURATION" --warmup "$WARMUP" --json) ||
+		--size "$SIZE" --duration "$DURATION" --warmup "$WARMUP" "${CLIENT_ARGS[@]}" --json) ||
 		die "udpload against $1 (127.0.0.1:$2) failed"
 	echo "  $1: $(head -n 1 <<<"$out")" | tee -a "$LINES" >&2
 	record "$1" "$(tail -n 1 <<<"$out")"
@@ -223,7 +231,7 @@ tcp_run() {
 	record "$1" "$(tail -n 1 <<<"$out")"
 }
 
-echo "== UDP: udpload --window $WINDOW --size $SIZE, ${WARMUP}+${DURATION} s per run, $UDP_RUNS run(s) each" >&2
+echo "== UDP: udpload --window $WINDOW --size $SIZE${CLIENT_FLAGS:+ $CLIENT_FLAGS}, ${WARMUP}+${DURATION} s per run, $UDP_RUNS run(s) each" >&2
 if [[ $PEERS_ONLY != 1 ]]; then
 	start_sockit udp
 	SOCKIT_UDP=$PORT
@@ -298,8 +306,10 @@ def ratio(a, b):
 servers = ["sockit", "python", "socat", "udpecho"]
 if udp:
     u = udp[0]
+    flags = " ".join(f for f in ("gso", "gro") if u.get(f))
     print(f"UDP echo, window {u['window']}, {u['size']} B payloads, "
-          f"{u['duration_s']:.0f} s per run (median of runs)")
+          f"{u['duration_s']:.0f} s per run (median of runs)"
+          + (f", client: {flags}" if flags else ""))
     print(f"{'server':<8} {'dgram/s':>10} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'lost':>6} {'bad':>5} {'runs':>5}")
     rate = {}
     for s in servers:

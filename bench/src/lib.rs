@@ -24,14 +24,96 @@ pub const MAX_BATCH: usize = libc::UIO_MAXIOV as usize;
 /// UDP_MAX_SEGMENTS, 64 before Linux 6.11 and 128 since).
 pub const GSO_MAX_SEGMENTS: usize = 64;
 
+/// Control-message space per received message, in 8-byte words (cmsghdr
+/// alignment); the UDP_GRO message takes CMSG_SPACE(4) = 24 bytes.
+const CONTROL_WORDS: usize = 8;
+
 /// A received datagram's length, whether it was cut to fit the buffer, and
 /// where it came from (unconnected sockets only).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Received {
     /// Bytes written into the buffer.
     pub len: usize,
-    /// The datagram was longer than its buffer (MSG_TRUNC).
+    /// The datagram was longer than its buffer (MSG_TRUNC), or (with GRO)
+    /// its control message was cut (MSG_CTRUNC).
     pub truncated: bool,
+    /// With [`Mmsg::set_gro`]: 0 if the buffer holds one datagram, else the
+    /// buffer holds several coalesced ones (UDP_GRO) of this many bytes
+    /// each, the last perhaps shorter.
+    pub segment: usize,
+}
+
+impl Received {
+    /// Where in the buffer each datagram lies, in order.
+    pub fn datagrams(&self) -> impl Iterator<Item = std::ops::Range<usize>> + use<> {
+        let (len, segment) = (self.len, self.segment);
+        let (count, step) = if segment == 0 || len <= segment {
+            (1, len)
+        } else {
+            (len.div_ceil(segment), segment)
+        };
+        (0..count).map(move |k| k * step..len.min((k + 1) * step))
+    }
+}
+
+/// Asks the kernel for UDP_GRO on `fd`: bursts of equal-sized datagrams
+/// from one sender that arrive as one packet (a UDP_SEGMENT send, on
+/// loopback) are then received as one buffer; [`Mmsg::set_gro`] makes
+/// [`Mmsg::recv`] report their segment size.
+pub fn enable_gro(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a pointer to a live c_int and its exact size; the kernel only
+    // reads that many bytes.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The UDP_GRO segment size in the first `len` bytes of `control`, if a
+/// well-formed UDP_GRO message is there.
+fn gro_segment(control: &[u64; CONTROL_WORDS], len: usize) -> Option<usize> {
+    let len = len.min(mem::size_of_val(control));
+    // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_control = control.as_ptr().cast_mut().cast();
+    msg.msg_controllen = len as _;
+    let end = control.as_ptr() as usize + len;
+    // SAFETY: `msg` describes `len` bytes of `control`, borrowed (and only
+    // read) throughout and 8-byte aligned as a cmsghdr must be.
+    // CMSG_FIRSTHDR returns null unless a whole cmsghdr fits in them;
+    // CMSG_NXTHDR reads the current header's length (inside them) and
+    // returns null unless the next whole header and its declared length lie
+    // inside them. The data is read (unaligned) only after checking that its
+    // 4 bytes end within the message's declared length and `len`.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                let data = libc::CMSG_DATA(cmsg);
+                let fits = (*cmsg).cmsg_len as usize
+                    >= libc::CMSG_LEN(mem::size_of::<libc::c_int>() as u32) as usize
+                    && data as usize + mem::size_of::<libc::c_int>() <= end;
+                if !fits {
+                    return None;
+                }
+                let segment = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                return usize::try_from(segment).ok().filter(|&s| s > 0);
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    None
 }
 
 /// Scratch headers for up to `capacity` datagrams per call.
@@ -39,6 +121,9 @@ pub struct Mmsg {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     addrs: Vec<libc::sockaddr_storage>,
+    /// Control buffers for receiving, used with `gro`.
+    controls: Vec<[u64; CONTROL_WORDS]>,
+    gro: bool,
 }
 
 impl Mmsg {
@@ -60,7 +145,20 @@ impl Mmsg {
             hdrs: vec![hdr; n],
             iovs: vec![iov; n],
             addrs: vec![addr; n],
+            controls: Vec::new(),
+            gro: false,
         }
+    }
+
+    /// With `on`, [`recv`](Self::recv) takes control messages and reports
+    /// each buffer's UDP_GRO segment size (the socket needs [`enable_gro`]).
+    pub fn set_gro(&mut self, on: bool) {
+        self.gro = on;
+        self.controls = if on {
+            vec![[0u64; CONTROL_WORDS]; self.hdrs.len()]
+        } else {
+            Vec::new()
+        };
     }
 
     /// How many datagrams one call handles at most.
@@ -229,22 +327,31 @@ impl Mmsg {
         }
         let iovs = self.iovs.as_mut_ptr();
         let addrs = self.addrs.as_mut_ptr();
+        let gro = self.gro;
+        let controls = self.controls.as_mut_ptr();
         for (i, hdr) in self.hdrs[..n].iter_mut().enumerate() {
             hdr.msg_hdr.msg_name = addrs.wrapping_add(i).cast();
             hdr.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdr.msg_hdr.msg_iov = iovs.wrapping_add(i);
             hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_hdr.msg_controllen = 0;
+            if gro {
+                hdr.msg_hdr.msg_control = controls.wrapping_add(i).cast();
+                hdr.msg_hdr.msg_controllen = mem::size_of::<[u64; CONTROL_WORDS]>() as _;
+            } else {
+                hdr.msg_hdr.msg_control = std::ptr::null_mut();
+                hdr.msg_hdr.msg_controllen = 0;
+            }
             hdr.msg_hdr.msg_flags = 0;
             hdr.msg_len = 0;
         }
         // SAFETY: the first `n` headers were filled just above: each points
         // at one iovec covering exactly one of the caller's buffers, which
-        // are mutably borrowed for this whole call, and at a whole
-        // sockaddr_storage with its true size as the name length. The
-        // kernel writes at most that many bytes into each and sets
-        // msg_len, msg_namelen and msg_flags; no timeout pointer is passed.
+        // are mutably borrowed for this whole call, at a whole
+        // sockaddr_storage with its true size as the name length, and (with
+        // `gro`) at its own whole control array in `self.controls` (as long
+        // as `self.hdrs`, see set_gro) with its true size. The kernel writes
+        // at most those sizes and sets msg_len, msg_namelen, msg_controllen
+        // and msg_flags; no timeout pointer is passed.
         let got = unsafe {
             libc::recvmmsg(
                 fd.as_raw_fd(),
@@ -260,9 +367,16 @@ impl Mmsg {
         let got = got as usize;
         for i in 0..got {
             let hdr = &self.hdrs[i];
+            let flags = hdr.msg_hdr.msg_flags;
             meta[i] = Received {
                 len: (hdr.msg_len as usize).min(bufs[i].len()),
-                truncated: hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                truncated: flags & libc::MSG_TRUNC != 0
+                    || (self.gro && flags & libc::MSG_CTRUNC != 0),
+                segment: if self.gro {
+                    gro_segment(&self.controls[i], hdr.msg_hdr.msg_controllen as _).unwrap_or(0)
+                } else {
+                    0
+                },
             };
             if let Some(from) = from.as_deref_mut() {
                 from[i] = read_sockaddr(&self.addrs[i], hdr.msg_hdr.msg_namelen);
@@ -384,5 +498,36 @@ mod tests {
                     .all(|f| *f == Some(a.local_addr().unwrap()))
             );
         }
+    }
+
+    #[test]
+    fn gso_send_arrives_coalesced_with_gro_and_splits_back() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        if enable_gro(b.as_fd()).is_err() {
+            return; // old kernel
+        }
+        let msgs: [&[u8]; 4] = [b"aaaaaaaa", b"bbbbbbbb", b"cccccccc", b"ddd"];
+        let mut tx = Mmsg::new(8);
+        let sent = tx
+            .send_gso(a.as_fd(), msgs, 8, Some(b.local_addr().unwrap()))
+            .unwrap();
+        assert_eq!(sent, 4);
+        let mut store = vec![0u8; 1024];
+        let mut bufs: Vec<&mut [u8]> = vec![&mut store[..]];
+        let mut meta = [Received::default(); 1];
+        let mut rx = Mmsg::new(1);
+        rx.set_gro(true);
+        let got = rx
+            .recv(b.as_fd(), &mut bufs, &mut meta, None, libc::MSG_WAITFORONE)
+            .unwrap();
+        assert_eq!(got, 1);
+        assert_eq!(
+            (meta[0].len, meta[0].segment, meta[0].truncated),
+            (27, 8, false)
+        );
+        let parts: Vec<&[u8]> = meta[0].datagrams().map(|r| &bufs[0][r]).collect();
+        assert_eq!(parts, msgs);
     }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use sockit_bench::{MAX_BATCH, Mmsg, Received};
+use sockit_bench::{GSO_MAX_SEGMENTS, MAX_BATCH, Mmsg, Received, enable_gro};
 
 /// Width of the sequence number at the start of each payload, in hex digits.
 const SEQ_DIGITS: usize = 16;
@@ -33,6 +33,11 @@ const SEQ_DIGITS: usize = 16;
 const MAX_SIZE: usize = 65_507;
 /// Most memory the window's payloads may take (`--window` x `--size`).
 const MAX_PAYLOADS: usize = 256 << 20;
+/// Bytes per receive buffer with `--gro`: any UDP payload, a coalesced
+/// one included, fits.
+const GRO_BUFFER: usize = 65_536;
+/// Receive buffers with `--gro` (each may hold many replies).
+const GRO_BUFFERS: usize = 64;
 /// Longest the receive call blocks, so that timeouts and the end of the run
 /// are noticed even when nothing comes back.
 const MAX_POLL: Duration = Duration::from_millis(5);
@@ -60,6 +65,15 @@ struct Args {
     /// its window slot is reused.
     #[arg(long, default_value_t = 200)]
     timeout_ms: u64,
+    /// Send each refill batch as UDP_SEGMENT (GSO) messages of up to 64
+    /// datagrams instead of a sendmmsg of separate datagrams. The server
+    /// still gets separate datagrams, unless its socket has UDP_GRO.
+    #[arg(long)]
+    gso: bool,
+    /// Enable UDP_GRO on this socket and split coalesced replies by their
+    /// segment size (each reply is still checked and counted on its own).
+    #[arg(long)]
+    gro: bool,
     /// Also print one JSON object line with the results.
     #[arg(long)]
     json: bool,
@@ -114,8 +128,14 @@ fn run(args: Args) -> Result<()> {
     if (args.window as usize).saturating_mul(args.size) > MAX_PAYLOADS {
         bail!("--window times --size must be at most {MAX_PAYLOADS} bytes");
     }
+    if args.gso && args.size > u16::MAX as usize {
+        bail!("--gso needs --size of at most {} bytes", u16::MAX);
+    }
     let target = resolve(&args.target)?;
     let socket = connect(target)?;
+    if args.gro {
+        enable_gro(socket.as_fd()).context("enabling UDP_GRO (--gro) on the socket")?;
+    }
     let timeout = Duration::from_millis(args.timeout_ms);
     socket
         .set_read_timeout(Some(MAX_POLL.min(timeout)))
@@ -136,12 +156,23 @@ fn run(args: Args) -> Result<()> {
     // straight from here, one datagram per slot.
     let mut payloads = vec![b'0'; window * size];
     // One byte more than we send, so that a longer reply shows as a wrong
-    // length (bad) instead of passing truncated.
-    let mut replies = vec![0u8; batch * (size + 1)];
-    let mut bufs: Vec<&mut [u8]> = replies.chunks_exact_mut(size + 1).collect();
-    let mut meta = vec![Received::default(); batch];
-    let mut rx = Mmsg::new(batch);
-    let mut tx = Mmsg::new(batch);
+    // length (bad) instead of passing truncated; with --gro, room for a
+    // whole coalesced run of replies (a longer one still shows as bad).
+    let (rx_bufs, rx_size) = if args.gro {
+        (batch.min(GRO_BUFFERS), GRO_BUFFER)
+    } else {
+        (batch, size + 1)
+    };
+    let mut replies = vec![0u8; rx_bufs * rx_size];
+    let mut bufs: Vec<&mut [u8]> = replies.chunks_exact_mut(rx_size).collect();
+    let mut meta = vec![Received::default(); rx_bufs];
+    let mut rx = Mmsg::new(rx_bufs);
+    rx.set_gro(args.gro);
+    let mut tx = Mmsg::new(if args.gso {
+        batch.max(GSO_MAX_SEGMENTS)
+    } else {
+        batch
+    });
     let mut slots: Vec<Slot> = (0..window)
         .map(|i| Slot {
             seq: i as u64,
@@ -159,6 +190,7 @@ fn run(args: Args) -> Result<()> {
         &mut slots,
         &mut pending,
         &mut counts,
+        args.gso,
     )?;
 
     let scan_every = (timeout / 4).max(Duration::from_micros(500));
@@ -174,8 +206,15 @@ fn run(args: Args) -> Result<()> {
         let measuring = now >= measure_from;
         match got {
             Ok(n) => {
-                for (reply, m) in bufs.iter().zip(&meta).take(n) {
-                    let Some(seq) = parse_seq(&reply[..m.len], size) else {
+                // A buffer holds one reply, or with --gro a coalesced run of
+                // them; each is checked and counted on its own.
+                let replies = bufs.iter().zip(&meta).take(n).flat_map(|(buf, m)| {
+                    let cut = m.truncated;
+                    m.datagrams().map(move |r| (&buf[r], cut))
+                });
+                for (reply, cut) in replies {
+                    let seq = if cut { None } else { parse_seq(reply, size) };
+                    let Some(seq) = seq else {
                         if measuring {
                             counts.bad += 1;
                         }
@@ -229,6 +268,7 @@ fn run(args: Args) -> Result<()> {
             &mut slots,
             &mut pending,
             &mut counts,
+            args.gso,
         )?;
     }
 
@@ -267,8 +307,10 @@ fn connect(target: SocketAddr) -> Result<UdpSocket> {
 }
 
 /// Sends the current sequence number of every slot in `pending` (and
-/// empties it), a batch per `sendmmsg`, stamping each slot with the time
-/// just before its batch's call.
+/// empties it), a batch per `sendmmsg` (with `gso`: per UDP_SEGMENT
+/// `sendmsg` of up to [`GSO_MAX_SEGMENTS`] datagrams), stamping each slot
+/// with the time just before its batch's call.
+#[allow(clippy::too_many_arguments)]
 fn send_pending(
     fd: BorrowedFd<'_>,
     tx: &mut Mmsg,
@@ -277,19 +319,33 @@ fn send_pending(
     slots: &mut [Slot],
     pending: &mut Vec<usize>,
     counts: &mut Counts,
+    gso: bool,
 ) -> Result<()> {
     for &i in pending.iter() {
         write_seq(&mut payloads[i * size..][..size], slots[i].seq);
     }
+    // Datagrams per GSO message: one IP packet's payload at most.
+    let per_gso = GSO_MAX_SEGMENTS.min(65_507 / size).min(tx.capacity());
     let mut done = 0;
     while done < pending.len() {
         let rest = &pending[done..];
         let sent_at = Instant::now();
-        for &i in rest.iter().take(tx.capacity()) {
+        let n = if gso && rest.len() > 1 && per_gso > 1 {
+            rest.len().min(per_gso)
+        } else {
+            rest.len().min(tx.capacity())
+        };
+        for &i in &rest[..n] {
             slots[i].sent_at = sent_at;
         }
-        let datagrams = rest.iter().map(|&i| &payloads[i * size..][..size]);
-        match tx.send(fd, datagrams, &[], 0) {
+        let datagrams = rest[..n].iter().map(|&i| &payloads[i * size..][..size]);
+        let result = if gso && n > 1 {
+            // All our datagrams have the same size: one message carries all.
+            tx.send_gso(fd, datagrams, size as u16, None)
+        } else {
+            tx.send(fd, datagrams, &[], 0)
+        };
+        match result {
             // The kernel stops at the first datagram it cannot send; the
             // next call reports why (or sends it).
             Ok(n) => {
@@ -301,6 +357,9 @@ fn send_pending(
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 counts.sent += rest.len() as u64;
                 break;
+            }
+            Err(e) if gso && n > 1 => {
+                return Err(e).context("sending a UDP_SEGMENT (GSO) message (--gso)");
             }
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                 bail!("sending: {e} (is an echo server listening there?)")
@@ -346,9 +405,16 @@ fn report(args: &Args, target: SocketAddr, c: &Counts, hist: &Histogram<u64>, se
     };
     let (p50, p90, p99, p999) = (us(0.5), us(0.9), us(0.99), us(0.999));
     println!(
-        "udpload {target} window={} size={}: {rate:.0} dgram/s ({} answered in {secs:.2} s), \
+        "udpload {target} window={} size={}{}{}: {rate:.0} dgram/s ({} answered in {secs:.2} s), \
          lost {}, late {}, bad {}; rtt us p50 {p50:.1} p90 {p90:.1} p99 {p99:.1} p99.9 {p999:.1}",
-        args.window, args.size, c.answered, c.lost, c.late, c.bad
+        args.window,
+        args.size,
+        if args.gso { " gso" } else { "" },
+        if args.gro { " gro" } else { "" },
+        c.answered,
+        c.lost,
+        c.late,
+        c.bad
     );
     if c.bad > 0 {
         eprintln!(
@@ -363,6 +429,8 @@ fn report(args: &Args, target: SocketAddr, c: &Counts, hist: &Histogram<u64>, se
             "target": target.to_string(),
             "window": args.window,
             "size": args.size,
+            "gso": args.gso,
+            "gro": args.gro,
             "warmup_s": args.warmup,
             "duration_s": secs,
             "timeout_ms": args.timeout_ms,
