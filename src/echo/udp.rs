@@ -43,7 +43,6 @@
 //! same for every datagram, so FIFO order is due-time order); when that
 //! queue is full a datagram is dropped, which is what UDP may do anyway,
 //! and counted.
-//!
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
