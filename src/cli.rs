@@ -137,6 +137,10 @@ pub struct EchoSend {
     /// Seconds to wait for each reply (and for the connection)
     #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = seconds)]
     pub wait: Duration,
+
+    /// Print one JSON object per reply: {"message", "reply", "rtt_ms"}
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -58,6 +58,7 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<()> {
                 port: args.port,
                 udp: args.udp,
                 wait: args.wait,
+                json: args.json,
             };
             let messages = Messages::from_args_or_stdin(args.messages);
             let stdout = std::io::stdout();

@@ -478,3 +478,25 @@ fn sigterm_stops_the_server_within_a_second() {
     assert!(status.success(), "exit {status:?}, stderr {err}");
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
+
+#[test]
+fn json_output_has_one_object_per_reply() {
+    let server = serve(&["--upper"]);
+    for proto in [&[][..], &["-u"][..]] {
+        let mut args = vec!["echo", "send", "--json"];
+        args.extend_from_slice(proto);
+        let port = server.port_arg();
+        args.extend_from_slice(&["127.0.0.1", &port, "one", "두 \u{1b}"]);
+        let out = sockit(&args);
+        assert_ok(&out);
+        let lines: Vec<serde_json::Value> = stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{proto:?}");
+        assert_eq!(lines[0]["message"], "one");
+        assert_eq!(lines[0]["reply"], "ONE");
+        assert_eq!(lines[1]["reply"], "두 \u{1b}");
+        assert!(lines[1]["rtt_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
+    }
+}

@@ -36,6 +36,8 @@ pub struct Config {
     pub udp: bool,
     /// How long to wait for each reply (`-w`), and for the TCP connect.
     pub wait: Duration,
+    /// One JSON object per reply instead of the bare reply text (`--json`).
+    pub json: bool,
 }
 
 /// Sends every message and prints every reply on `out`, one per line.
@@ -45,6 +47,7 @@ pub async fn send(config: &Config, mut messages: Messages, out: &mut impl Write)
         let (socket, _) = net::connect_udp(&config.host, config.port).await?;
         let mut buf = vec![0u8; 65_536];
         while let Some(message) = messages.next().await? {
+            let sent = Instant::now();
             socket
                 .send(&message)
                 .await
@@ -54,12 +57,13 @@ pub async fn send(config: &Config, mut messages: Messages, out: &mut impl Write)
                 Ok(Err(e)) => return Err(udp_error(&peer, e)),
                 Err(_) => return Err(no_reply(&peer, config.wait)),
             };
-            print_reply(out, &buf[..n])?;
+            print_reply(out, config.json, &message, &buf[..n], sent.elapsed())?;
         }
     } else {
         let stream = net::connect_tcp(&config.host, config.port, config.wait).await?;
         let mut conn = LineConn::new(stream);
         while let Some(mut message) = messages.next().await? {
+            let sent = Instant::now();
             message.push(b'\n');
             conn.stream
                 .write_all(&message)
@@ -69,7 +73,8 @@ pub async fn send(config: &Config, mut messages: Messages, out: &mut impl Write)
                     why: crate::error::cause(&e),
                 })?;
             let reply = conn.reply(&peer, config.wait).await?;
-            print_reply(out, &reply)?;
+            message.pop();
+            print_reply(out, config.json, &message, &reply, sent.elapsed())?;
         }
         let _ = conn.stream.shutdown().await;
     }
@@ -92,11 +97,28 @@ fn no_reply(peer: &str, waited: Duration) -> Error {
 }
 
 /// Prints one reply as one line: the line ending is dropped, the text made
-/// safe for a terminal.
-fn print_reply(out: &mut impl Write, reply: &[u8]) -> Result<()> {
+/// safe for a terminal; or, with `--json`, an object with the message, the
+/// reply (invalid UTF-8 replaced) and the round-trip time.
+fn print_reply(
+    out: &mut impl Write,
+    json: bool,
+    message: &[u8],
+    reply: &[u8],
+    rtt: Duration,
+) -> Result<()> {
     let reply = reply.strip_suffix(b"\n").unwrap_or(reply);
     let reply = reply.strip_suffix(b"\r").unwrap_or(reply);
-    writeln!(out, "{}", printable(reply))
+    let line = if json {
+        serde_json::json!({
+            "message": String::from_utf8_lossy(message),
+            "reply": String::from_utf8_lossy(reply),
+            "rtt_ms": (rtt.as_secs_f64() * 1e6).round() / 1e3,
+        })
+        .to_string()
+    } else {
+        printable(reply)
+    };
+    writeln!(out, "{line}")
         .and_then(|()| out.flush())
         .map_err(Error::Stdout)
 }
