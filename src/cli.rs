@@ -42,6 +42,27 @@ pub enum Command {
     /// JSON values over TCP, each answered as one compact line (seed 004 task 4-4)
     #[command(subcommand)]
     Json(JsonCommand),
+    /// A chat room over TCP with nicks and commands (seed 004 tasks 4 to 4-3)
+    #[command(subcommand)]
+    Chat(ChatCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChatCommand {
+    /// Host a chat room
+    #[command(
+        long_about = "Host a chat room: one message per line (or per pause, for clients \
+        that send no newline), relayed to everyone else as `[nick] text`.\n\n\
+        Clients start as guestN and can use /nick NAME, /who, /me ACTION, /msg NICK TEXT, \
+        /help and /quit (or a bare `bye`); a seed 4-3 client's `[NAME] ` prefix is taken as \
+        its nick. Joins and leaves are announced one by one in rooms of up to 100 people; in \
+        larger rooms they are summed up once a second, so a crowd connecting at once does not \
+        flood everyone. A client that stops reading is disconnected once 1 MiB is queued for \
+        it, and the room is told; it never slows anyone else down."
+    )]
+    Serve(ChatServe),
+    /// Join a chat room: print what arrives, send each stdin line
+    Join(ChatJoin),
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +194,56 @@ pub struct JsonSend {
     /// Seconds to wait for each reply (and for the connection)
     #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = seconds)]
     pub wait: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatServe {
+    #[command(flatten)]
+    pub bind: Bind,
+
+    /// Port to listen on (0 = any free port)
+    #[arg(short, long, default_value_t = 9999)]
+    pub port: u16,
+
+    /// Relay each message to its sender too (seed task 4; task 4-1 hides it)
+    #[arg(long)]
+    pub echo_self: bool,
+
+    /// Most clients in the room; one more is told `* error: server full`
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_clients: u32,
+
+    /// Longest line a client may send (suffixes K, M); longer ones are refused
+    #[arg(long, value_name = "BYTES", default_value_t = crate::chat::protocol::DEFAULT_MAX_LINE,
+          value_parser = size)]
+    pub max_line: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatJoin {
+    /// Server host name or address
+    pub host: String,
+
+    /// Server port
+    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+
+    /// Nick to use (sent as /nick to sockit, as a `[NAME] ` prefix to other servers)
+    #[arg(short, long, value_name = "NAME", value_parser = nick)]
+    pub name: Option<String>,
+
+    /// Seconds to wait for the connection
+    #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    pub wait: Duration,
+}
+
+fn nick(s: &str) -> Result<String, String> {
+    if crate::chat::protocol::valid_nick(s) {
+        Ok(s.to_string())
+    } else {
+        Err("a nick is 1-32 letters, digits, _ or -".to_string())
+    }
 }
 
 fn probability(s: &str) -> Result<f64, String> {

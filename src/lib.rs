@@ -17,16 +17,19 @@
 //!   replies, simulated loss and delay (seeds 000, 003, 004 task 5).
 //! - [`json`]: a stream of JSON values answered one compact line each
 //!   (seed 004 task 4-4).
+//! - [`chat`]: a line-based chat room with nicks and commands, and its
+//!   client (seed 004 tasks 4 to 4-3).
 //! - [`service`]: what every TCP server shares (connection cap, accept
 //!   with backoff, a task per connection, shutdown with a grace period).
 //! - [`messages`]: where clients' messages come from (arguments or stdin).
 //! - [`text`]: making untrusted bytes safe to print on a terminal.
 //! - [`error`]: the typed error all of the above return; `main` prints it.
 //!
-//! Later services (chat, lan, ping, transfer) slot in beside `echo` and
+//! Later services (lan, ping, transfer) slot in beside `echo` and
 //! `json` with the same shape: a `cli` subcommand, a branch in [`run`], and
 //! a module with `protocol`/`server`/`client`.
 
+pub mod chat;
 pub mod cli;
 pub mod echo;
 pub mod error;

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Command, EchoCommand, JsonCommand};
+use crate::cli::{ChatCommand, Command, EchoCommand, JsonCommand};
 use crate::error::{Error, Result};
 use crate::messages::Messages;
-use crate::{echo, json, net};
+use crate::{chat, echo, json, net};
 
 /// File descriptors kept back from the connection cap for listeners,
 /// stdio and the runtime.
@@ -83,6 +83,31 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<()> {
             let stdout = std::io::stdout();
             until_interrupted(
                 json::client::send(&config, messages, &mut stdout.lock()),
+                &shutdown,
+            )
+            .await
+        }
+        Command::Chat(ChatCommand::Serve(args)) => {
+            let listener = net::bind_tcp(SocketAddr::new(args.bind.bind, args.port))?;
+            announce(net::local_addr(&listener)?)?;
+            let config = chat::server::Config {
+                echo_self: args.echo_self,
+                max_clients: args.max_clients as usize,
+                max_line: args.max_line,
+            };
+            chat::server::run(listener, config, max_connections(), shutdown).await
+        }
+        Command::Chat(ChatCommand::Join(args)) => {
+            let config = chat::client::Config {
+                host: args.host,
+                port: args.port,
+                name: args.name,
+                connect_timeout: args.wait,
+            };
+            let messages = Messages::from_args_or_stdin(Vec::new());
+            let stdout = std::io::stdout();
+            until_interrupted(
+                chat::client::join(&config, messages, &mut stdout.lock()),
                 &shutdown,
             )
             .await

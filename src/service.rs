@@ -19,14 +19,27 @@ use tokio_util::task::TaskTracker;
 /// 1 s promised to users).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
+/// What happens to a running connection when the server shuts down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnShutdown {
+    /// The handler is dropped at once: the protocol has no way to say
+    /// goodbye (echo, JSON), so the peer just sees the connection close.
+    Drop,
+    /// The handler watches the token itself and is given up to
+    /// [`SHUTDOWN_GRACE`] to tell its peer (chat's `* server shutting
+    /// down`) and close cleanly.
+    Finish,
+}
+
 /// Serves connections from `listener` with `handle` until `shutdown` is
-/// cancelled. `handle` gets the connection and its own clone of the token,
-/// so a protocol with a way to say goodbye can say it; a handler that
-/// ignores the token is cancelled anyway.
+/// cancelled. `handle` gets the connection and its own clone of the token;
+/// `on_shutdown` says whether it is trusted to end by itself when the
+/// token fires or is dropped.
 pub async fn serve_tcp<F, Fut>(
     listener: TcpListener,
     max_connections: usize,
     shutdown: CancellationToken,
+    on_shutdown: OnShutdown,
     handle: F,
 ) where
     F: Fn(TcpStream, SocketAddr, CancellationToken) -> Fut,
@@ -50,13 +63,15 @@ pub async fn serve_tcp<F, Fut>(
         let connection = handle(stream, peer, shutdown.clone());
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            tokio::select! {
-                result = connection => {
-                    if let Err(e) = result {
-                        tracing::debug!("connection from {peer} ended: {e}");
-                    }
-                }
-                _ = shutdown.cancelled() => {}
+            let result = match on_shutdown {
+                OnShutdown::Finish => Some(connection.await),
+                OnShutdown::Drop => tokio::select! {
+                    result = connection => Some(result),
+                    _ = shutdown.cancelled() => None,
+                },
+            };
+            if let Some(Err(e)) = result {
+                tracing::debug!("connection from {peer} ended: {e}");
             }
             drop(permit);
         });

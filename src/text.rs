@@ -14,20 +14,34 @@ pub fn printable(bytes: &[u8]) -> String {
     if !text.chars().any(needs_escape) {
         return text.into_owned();
     }
-    let mut out = String::with_capacity(text.len() + 16);
+    let mut out = Vec::with_capacity(text.len() + 16);
+    push_printable(&mut out, &text);
+    // Only whole characters and ASCII escapes were pushed.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends `text` to `out` with dangerous characters escaped, without an
+/// intermediate `String`: the chat relay formats every line this way.
+/// Printable ASCII (the common case) is copied in one go.
+pub fn push_printable(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
     for c in text.chars() {
         if needs_escape(c) {
             let code = c as u32;
-            if code < 0x100 {
-                out.push_str(&format!("\\x{code:02x}"));
+            let escaped = if code < 0x100 {
+                format!("\\x{code:02x}")
             } else {
-                out.push_str(&format!("\\u{{{code:x}}}"));
-            }
+                format!("\\u{{{code:x}}}")
+            };
+            out.extend_from_slice(escaped.as_bytes());
         } else {
-            out.push(c);
+            let mut utf8 = [0; 4];
+            out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
         }
     }
-    out
 }
 
 fn needs_escape(c: char) -> bool {

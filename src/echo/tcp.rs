@@ -42,9 +42,13 @@ pub async fn run_tcp(
     max_connections: usize,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    service::serve_tcp(listener, max_connections, shutdown, move |stream, _, _| {
-        serve_connection(stream, config.clone())
-    })
+    service::serve_tcp(
+        listener,
+        max_connections,
+        shutdown,
+        service::OnShutdown::Drop,
+        move |stream, _, _| serve_connection(stream, config.clone()),
+    )
     .await;
     Ok(())
 }

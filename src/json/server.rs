@@ -24,9 +24,13 @@ pub async fn run(
     max_connections: usize,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    service::serve_tcp(listener, max_connections, shutdown, move |stream, _, _| {
-        serve_connection(stream, max_size)
-    })
+    service::serve_tcp(
+        listener,
+        max_connections,
+        shutdown,
+        service::OnShutdown::Drop,
+        move |stream, _, _| serve_connection(stream, max_size),
+    )
     .await;
     Ok(())
 }

@@ -1,0 +1,232 @@
+//! `sockit chat join`: print what the room says while sending stdin lines.
+//!
+//! Receiving and sending run concurrently in one loop: incoming bytes are
+//! printed line by line as they arrive (escaped, so a peer cannot take
+//! over the terminal), and stdin is read by its own task so that a line
+//! being typed is never lost to a `select!`. A chunk without a newline is
+//! printed once the server pauses, so the seed's Python server, which
+//! relays raw chunks, reads well too.
+//!
+//! With `-n NAME` the client adapts to the server: sockit greets with
+//! `* welcome to sockit chat`, and then `/nick NAME` is sent; any other
+//! server (the seed's) gets every message prefixed `[NAME] `, as seed task
+//! 4-3's client does.
+//!
+//! Leaving (`bye`, `/quit` or the end of stdin) sends the seed's `bye`,
+//! which both sockit and the seed server understand, closes the sending
+//! side, and prints what still arrives until the server closes (bounded).
+
+use std::io::Write;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result, cause};
+use crate::messages::Messages;
+use crate::net;
+use crate::text::printable;
+
+/// What `chat join` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    /// The nick to use (`-n`).
+    pub name: Option<String>,
+    /// How long to wait for the connection.
+    pub connect_timeout: Duration,
+}
+
+/// How long to wait for sockit's welcome before treating the server as a
+/// plain relay (only with `-n`).
+const GREETING: Duration = Duration::from_millis(500);
+
+/// A received chunk without a newline is printed after this long.
+const PAUSE: Duration = Duration::from_millis(100);
+
+/// After leaving, how long to keep printing before giving up on the
+/// server closing.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The start of sockit's welcome line.
+const WELCOME: &[u8] = b"* welcome to sockit chat";
+
+/// Longest incoming line kept whole; longer ones are printed in pieces.
+const MAX_INCOMING_LINE: usize = 1 << 20;
+
+/// How the server was recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    /// Not known yet (waiting for a greeting, with `-n` only).
+    Unknown,
+    Sockit,
+    /// Anything else: a plain relay.
+    Other,
+}
+
+/// Joins the room and runs until the user leaves or the server closes.
+pub async fn join(config: &Config, messages: Messages, out: &mut impl Write) -> Result<()> {
+    let peer = net::display_target(&config.host, config.port);
+    let stream = net::connect_tcp(&config.host, config.port, config.connect_timeout).await?;
+    let (mut reader, mut writer) = stream.into_split();
+    let broken = |e: std::io::Error| Error::Closed {
+        peer: peer.clone(),
+        why: cause(&e),
+    };
+
+    let (lines_tx, mut lines) = mpsc::channel::<Result<Vec<u8>>>(16);
+    let stdin_task = tokio::spawn(read_input(messages, lines_tx));
+
+    let mut server = if config.name.is_some() {
+        Server::Unknown
+    } else {
+        Server::Other
+    };
+    let greeting_deadline = Instant::now() + GREETING;
+    let mut incoming = Incoming::default();
+    let mut buf = vec![0; 16 * 1024];
+    let pause = tokio::time::sleep(PAUSE);
+    tokio::pin!(pause);
+    // Set once we have said bye: from then on we only print.
+    let mut leaving: Option<Instant> = None;
+
+    let result = loop {
+        let waiting_input = leaving.is_none() && server != Server::Unknown;
+        tokio::select! {
+            read = reader.read(&mut buf) => {
+                let n = match read {
+                    Ok(n) => n,
+                    Err(e) => break Err(broken(e)),
+                };
+                if n == 0 {
+                    incoming.flush(out)?;
+                    if leaving.is_none() {
+                        tracing::info!("the server closed the connection");
+                    }
+                    break Ok(());
+                }
+                let first = incoming.feed(&buf[..n], out)?;
+                if server == Server::Unknown && let Some(first) = first {
+                    server = if first.starts_with(WELCOME) { Server::Sockit } else { Server::Other };
+                    if server == Server::Sockit && let Some(name) = &config.name {
+                        let command = format!("/nick {name}\n");
+                        if let Err(e) = writer.write_all(command.as_bytes()).await {
+                            break Err(broken(e));
+                        }
+                    }
+                }
+                if incoming.has_partial() {
+                    pause.as_mut().reset(Instant::now() + PAUSE);
+                }
+            }
+            _ = &mut pause, if incoming.has_partial() => incoming.flush(out)?,
+            _ = tokio::time::sleep_until(greeting_deadline), if server == Server::Unknown => {
+                server = Server::Other;
+            }
+            _ = tokio::time::sleep_until(leaving.unwrap_or_else(Instant::now)), if leaving.is_some() => {
+                incoming.flush(out)?;
+                break Ok(());
+            }
+            line = lines.recv(), if waiting_input => {
+                let line = match line {
+                    Some(Ok(line)) => Some(line),
+                    Some(Err(e)) => break Err(e),
+                    None => None,
+                };
+                let sent = match line {
+                    Some(line) if line != b"bye" && line != b"/quit" => {
+                        let mut message = Vec::with_capacity(line.len() + 40);
+                        if server == Server::Other && let Some(name) = &config.name {
+                            message.extend_from_slice(format!("[{name}] ").as_bytes());
+                        }
+                        message.extend_from_slice(&line);
+                        message.push(b'\n');
+                        writer.write_all(&message).await
+                    }
+                    _ => {
+                        leaving = Some(Instant::now() + LINGER);
+                        match writer.write_all(b"bye").await {
+                            Ok(()) => writer.shutdown().await,
+                            Err(e) => Err(e),
+                        }
+                    }
+                };
+                if let Err(e) = sent {
+                    break Err(broken(e));
+                }
+            }
+        }
+    };
+    stdin_task.abort();
+    out.flush().map_err(Error::Stdout)?;
+    result
+}
+
+/// Feeds stdin lines to the main loop; cancel-safe because the channel is.
+async fn read_input(mut messages: Messages, lines: mpsc::Sender<Result<Vec<u8>>>) {
+    loop {
+        let next = messages.next().await;
+        let done = !matches!(next, Ok(Some(_)));
+        let item = match next {
+            Ok(Some(line)) => Ok(line),
+            Ok(None) => return,
+            Err(e) => Err(e),
+        };
+        if lines.send(item).await.is_err() || done {
+            return;
+        }
+    }
+}
+
+/// Incoming bytes turned into printed lines.
+#[derive(Default)]
+struct Incoming {
+    partial: Vec<u8>,
+    /// The first complete line has been seen (for server recognition).
+    seen_first: bool,
+}
+
+impl Incoming {
+    /// Prints every complete line in `data`; returns the first line ever
+    /// received, the once it completes.
+    fn feed(&mut self, mut data: &[u8], out: &mut impl Write) -> Result<Option<Vec<u8>>> {
+        let mut first = None;
+        while let Some(end) = memchr::memchr(b'\n', data) {
+            self.partial.extend_from_slice(&data[..end]);
+            data = &data[end + 1..];
+            if !self.seen_first {
+                self.seen_first = true;
+                first = Some(self.partial.clone());
+            }
+            self.print_partial(out)?;
+        }
+        self.partial.extend_from_slice(data);
+        if self.partial.len() > MAX_INCOMING_LINE {
+            self.print_partial(out)?;
+        }
+        out.flush().map_err(Error::Stdout)?;
+        Ok(first)
+    }
+
+    fn has_partial(&self) -> bool {
+        !self.partial.is_empty()
+    }
+
+    /// The server paused mid-line: print what we have as a line.
+    fn flush(&mut self, out: &mut impl Write) -> Result<()> {
+        if self.has_partial() {
+            self.seen_first = true;
+            self.print_partial(out)?;
+        }
+        out.flush().map_err(Error::Stdout)
+    }
+
+    fn print_partial(&mut self, out: &mut impl Write) -> Result<()> {
+        let line = self.partial.strip_suffix(b"\r").unwrap_or(&self.partial);
+        writeln!(out, "{}", printable(line)).map_err(Error::Stdout)?;
+        self.partial.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,14 @@
+//! `sockit chat`: the course's chat room (seed 004 tasks 4 to 4-3), for
+//! the seed's own clients, `nc`, and ten thousand people at once.
+//!
+//! - [`protocol`]: line framing with the pause rule, commands, nicks, and
+//!   the text of every line the server sends.
+//! - [`room`]: members, nicks and outbound queues; the fan-out and the
+//!   slow-client policy are documented there.
+//! - [`server`]: one task per connection reading, relaying and writing.
+//! - [`client`]: `chat join`.
+
+pub mod client;
+pub mod protocol;
+pub mod room;
+pub mod server;

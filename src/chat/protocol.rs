@@ -1,0 +1,481 @@
+//! The chat line protocol without any I/O: how bytes become lines
+//! ([`LineFramer`]), which lines are commands ([`Command`]), what a valid
+//! nick is, and the exact text of every line the server sends ([`Notice`]
+//! and [`push_message`]).
+//!
+//! Everything the server sends is UTF-8 and ends with `\n`. Text from
+//! clients is decoded lossily (invalid bytes become U+FFFD) and escaped
+//! with [`crate::text::push_printable`] before anyone else sees it, and
+//! every relayed line carries its sender's label, so a client can neither
+//! recolour other people's terminals nor forge a second label by sending
+//! a newline (the label goes on every line, not on every read as in
+//! `ncat --chat`).
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Default for `--max-line`: the longest line a client may send, in bytes.
+pub const DEFAULT_MAX_LINE: usize = 4096;
+
+/// Bytes with no newline are taken as a whole message once the sender has
+/// sent nothing for this long (the seed client sends no newline; the spec
+/// promises delivery within 100 ms).
+pub const PAUSE: Duration = Duration::from_millis(50);
+
+/// Longest nick, in characters.
+pub const MAX_NICK: usize = 32;
+
+/// Longest `/who` list; a bigger room is summarised after this many names
+/// (the answer must fit comfortably in one client's outbound queue).
+pub const MAX_WHO: usize = 1000;
+
+/// What the framer found in the input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// A complete line without its `\n` or `\r\n`.
+    Line(&'a [u8]),
+    /// A line grew past the limit; the rest of it is being discarded.
+    TooLong,
+}
+
+/// Splits a TCP byte stream into lines of at most `max_line` bytes.
+///
+/// Only the unfinished tail of the input is kept between reads, so an idle
+/// connection (or one whose every read ends in a newline) holds no buffer.
+/// A line that grows past the limit is reported once and then skipped up
+/// to its newline without being stored: a 100 MB line costs nothing.
+#[derive(Debug)]
+pub struct LineFramer {
+    partial: Vec<u8>,
+    max_line: usize,
+    discarding: bool,
+}
+
+/// A partial-line buffer grown past this is given back once it is used.
+const KEEP_PARTIAL: usize = 1024;
+
+impl LineFramer {
+    pub fn new(max_line: usize) -> LineFramer {
+        LineFramer {
+            partial: Vec::new(),
+            max_line,
+            discarding: false,
+        }
+    }
+
+    /// Feeds bytes just read, calling `on` for every complete line and for
+    /// every line found too long.
+    pub fn feed(&mut self, mut data: &[u8], on: &mut impl FnMut(Input<'_>)) {
+        while let Some(end) = memchr::memchr(b'\n', data) {
+            let (line, rest) = (&data[..end], &data[end + 1..]);
+            data = rest;
+            if self.discarding {
+                self.discarding = false;
+                continue;
+            }
+            if self.partial.is_empty() {
+                self.emit(line, on);
+            } else if self.partial.len() + line.len() > self.max_line + 1 {
+                self.clear_partial();
+                on(Input::TooLong);
+            } else {
+                let mut whole = std::mem::take(&mut self.partial);
+                whole.extend_from_slice(line);
+                self.emit(&whole, on);
+                whole.clear();
+                if whole.capacity() <= KEEP_PARTIAL {
+                    self.partial = whole;
+                }
+            }
+        }
+        if data.is_empty() || self.discarding {
+            return;
+        }
+        // One byte of slack for a `\r` still waiting for its `\n`.
+        if self.partial.len() + data.len() > self.max_line + 1 {
+            self.clear_partial();
+            self.discarding = true;
+            on(Input::TooLong);
+        } else {
+            self.partial.extend_from_slice(data);
+        }
+    }
+
+    /// True while bytes of an unfinished line are held (or skipped): the
+    /// caller then starts the pause timer.
+    pub fn has_partial(&self) -> bool {
+        !self.partial.is_empty() || self.discarding
+    }
+
+    /// The sender paused or closed: what it sent so far is a whole line.
+    pub fn flush(&mut self, on: &mut impl FnMut(Input<'_>)) {
+        if self.discarding {
+            self.discarding = false;
+        } else if !self.partial.is_empty() {
+            let whole = std::mem::take(&mut self.partial);
+            self.emit(&whole, on);
+        }
+    }
+
+    fn emit(&self, line: &[u8], on: &mut impl FnMut(Input<'_>)) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > self.max_line {
+            on(Input::TooLong);
+        } else {
+            on(Input::Line(line));
+        }
+    }
+
+    fn clear_partial(&mut self) {
+        self.partial = Vec::new();
+    }
+}
+
+/// A line that starts with `/` (or the seed's bare `bye`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    Nick(&'a str),
+    Who,
+    Me(&'a str),
+    Msg {
+        to: &'a str,
+        text: &'a str,
+    },
+    Help,
+    Quit,
+    /// A command with its arguments missing: the usage to show.
+    Usage(&'static str),
+    Unknown(&'a str),
+}
+
+impl<'a> Command<'a> {
+    /// The command in `line`, or `None` for an ordinary message.
+    pub fn parse(line: &'a str) -> Option<Command<'a>> {
+        if line == "bye" {
+            return Some(Command::Quit);
+        }
+        let body = line.strip_prefix('/')?;
+        let (name, rest) = match body.split_once(' ') {
+            Some((name, rest)) => (name, rest.trim()),
+            None => (body, ""),
+        };
+        Some(match (name, rest) {
+            ("nick", "") => Command::Usage("/nick NAME"),
+            ("nick", name) => Command::Nick(name),
+            ("who", _) => Command::Who,
+            ("me", "") => Command::Usage("/me ACTION"),
+            ("me", action) => Command::Me(action),
+            ("msg", rest) => match rest.split_once(' ') {
+                Some((to, text)) if !text.trim().is_empty() => Command::Msg {
+                    to,
+                    text: text.trim(),
+                },
+                _ => Command::Usage("/msg NICK TEXT"),
+            },
+            ("help", _) => Command::Help,
+            ("quit", _) => Command::Quit,
+            _ => Command::Unknown(name),
+        })
+    }
+}
+
+/// True for a nick a user may take: 1 to [`MAX_NICK`] characters, each a
+/// letter of any script, a digit, `_` or `-`. That excludes spaces,
+/// brackets (no `[alice] ` look-alikes), controls and invisible
+/// characters.
+pub fn valid_nick(nick: &str) -> bool {
+    let mut count = 0;
+    for c in nick.chars() {
+        count += 1;
+        if count > MAX_NICK || !(c.is_alphanumeric() || c == '_' || c == '-') {
+            return false;
+        }
+    }
+    count > 0
+}
+
+/// The key nicks are unique under: case-insensitive in every script.
+pub fn nick_key(nick: &str) -> String {
+    nick.to_lowercase()
+}
+
+/// A seed 4-3 message, `[NAME] text`: the name and the text after it.
+pub fn name_prefix(text: &str) -> Option<(&str, &str)> {
+    let rest = text.strip_prefix('[')?;
+    let (name, text) = rest.split_once("] ")?;
+    valid_nick(name).then_some((name, text))
+}
+
+/// Decodes a line as UTF-8, replacing invalid bytes with U+FFFD.
+pub fn decode(line: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(line)
+}
+
+/// Appends `[nick] text\n` to `out`, with `text` escaped.
+pub fn push_message(out: &mut Vec<u8>, nick: &str, text: &str) {
+    out.push(b'[');
+    out.extend_from_slice(nick.as_bytes());
+    out.extend_from_slice(b"] ");
+    crate::text::push_printable(out, text);
+    out.push(b'\n');
+}
+
+/// Appends `* nick action\n` (`/me`) to `out`, with `action` escaped.
+pub fn push_action(out: &mut Vec<u8>, nick: &str, action: &str) {
+    out.extend_from_slice(b"* ");
+    out.extend_from_slice(nick.as_bytes());
+    out.push(b' ');
+    crate::text::push_printable(out, action);
+    out.push(b'\n');
+}
+
+/// Appends `[from -> to] text\n` (`/msg`) to `out`, with `text` escaped.
+pub fn push_private(out: &mut Vec<u8>, from: &str, to: &str, text: &str) {
+    out.push(b'[');
+    out.extend_from_slice(from.as_bytes());
+    out.extend_from_slice(b" -> ");
+    out.extend_from_slice(to.as_bytes());
+    out.extend_from_slice(b"] ");
+    crate::text::push_printable(out, text);
+    out.push(b'\n');
+}
+
+/// Every server notice, each rendered as one `* ...\n` line.
+#[derive(Debug)]
+pub enum Notice<'a> {
+    Welcome {
+        nick: &'a str,
+        online: usize,
+    },
+    Joined {
+        nick: &'a str,
+        online: usize,
+    },
+    Left {
+        nick: &'a str,
+        online: usize,
+    },
+    CutOff {
+        nick: &'a str,
+        online: usize,
+    },
+    /// Joins and leaves of a large room, summed over an interval.
+    Presence {
+        joined: u64,
+        left: u64,
+        cut_off: u64,
+        online: usize,
+    },
+    Renamed {
+        from: &'a str,
+        to: &'a str,
+    },
+    Who {
+        nicks: &'a [String],
+        online: usize,
+    },
+    Help,
+    Bye,
+    ShuttingDown,
+    NickTaken(&'a str),
+    InvalidNick,
+    NoSuchNick(&'a str),
+    Usage(&'static str),
+    UnknownCommand(&'a str),
+    LineTooLong(usize),
+    ServerFull,
+}
+
+impl Notice<'_> {
+    /// Appends the notice as one line to `out`.
+    pub fn push(&self, out: &mut Vec<u8>) {
+        let mut line = String::with_capacity(64);
+        line.push_str("* ");
+        // Writing to a String cannot fail.
+        let _ = match self {
+            Notice::Welcome { nick, online } => write!(
+                line,
+                "welcome to sockit chat, you are {nick} ({online} online; /help for commands)"
+            ),
+            Notice::Joined { nick, online } => write!(line, "{nick} joined ({online} online)"),
+            Notice::Left { nick, online } => write!(line, "{nick} left ({online} online)"),
+            Notice::CutOff { nick, online } => write!(
+                line,
+                "{nick} was disconnected: not reading ({online} online)"
+            ),
+            Notice::Presence {
+                joined,
+                left,
+                cut_off,
+                online,
+            } => {
+                let mut parts = Vec::new();
+                if *joined > 0 {
+                    parts.push(format!("{joined} joined"));
+                }
+                if *left > 0 {
+                    parts.push(format!("{left} left"));
+                }
+                if *cut_off > 0 {
+                    parts.push(format!("{cut_off} disconnected for not reading"));
+                }
+                write!(line, "{} ({online} online)", parts.join(", "))
+            }
+            Notice::Renamed { from, to } => write!(line, "{from} is now {to}"),
+            Notice::Who { nicks, online } => {
+                let _ = write!(line, "{online} online: {}", nicks.join(", "));
+                match online.checked_sub(nicks.len()) {
+                    Some(more) if more > 0 => write!(line, ", ... and {more} more"),
+                    _ => Ok(()),
+                }
+            }
+            Notice::Help => write!(
+                line,
+                "commands: /nick NAME (rename), /who (who is here), /me ACTION, \
+                 /msg NICK TEXT (private), /quit or bye (leave), /help"
+            ),
+            Notice::Bye => write!(line, "bye"),
+            Notice::ShuttingDown => write!(line, "server shutting down"),
+            Notice::NickTaken(nick) => write!(line, "error: nick {nick} is taken"),
+            Notice::InvalidNick => write!(
+                line,
+                "error: invalid nick (1-{MAX_NICK} letters, digits, _ or -)"
+            ),
+            Notice::NoSuchNick(nick) => write!(line, "error: no such nick: {nick}"),
+            Notice::Usage(usage) => write!(line, "error: usage: {usage}"),
+            Notice::UnknownCommand(name) => {
+                write!(line, "error: unknown command /{name} (see /help)")
+            }
+            Notice::LineTooLong(max) => write!(line, "error: line too long (max {max} bytes)"),
+            Notice::ServerFull => write!(line, "error: server full"),
+        };
+        crate::text::push_printable(out, &line);
+        out.push(b'\n');
+    }
+
+    /// The notice as its own buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.push(&mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(framer: &mut LineFramer, data: &[u8]) -> Vec<String> {
+        let mut got = Vec::new();
+        framer.feed(data, &mut |input| {
+            got.push(match input {
+                Input::Line(l) => String::from_utf8_lossy(l).into_owned(),
+                Input::TooLong => "<too long>".to_string(),
+            })
+        });
+        got
+    }
+
+    #[test]
+    fn lines_split_anywhere_come_out_whole() {
+        let input = b"hello\r\nworld\n\nthird line\n";
+        for split in 0..input.len() {
+            let mut f = LineFramer::new(100);
+            let mut got = frame(&mut f, &input[..split]);
+            got.extend(frame(&mut f, &input[split..]));
+            assert_eq!(got, ["hello", "world", "", "third line"], "split {split}");
+            assert!(!f.has_partial());
+        }
+    }
+
+    #[test]
+    fn a_pause_ends_a_line() {
+        let mut f = LineFramer::new(100);
+        assert!(frame(&mut f, b"hel").is_empty());
+        assert!(frame(&mut f, b"lo").is_empty());
+        assert!(f.has_partial());
+        let mut got = Vec::new();
+        f.flush(&mut |i| got.push(format!("{i:?}")));
+        assert_eq!(got, [format!("{:?}", Input::Line(b"hello"))]);
+        assert!(!f.has_partial());
+    }
+
+    #[test]
+    fn long_lines_are_refused_once_and_skipped() {
+        let mut f = LineFramer::new(4);
+        assert_eq!(
+            frame(&mut f, b"abcd\nabcde\nok\n"),
+            ["abcd", "<too long>", "ok"]
+        );
+        assert_eq!(frame(&mut f, b"abc"), Vec::<String>::new());
+        assert_eq!(frame(&mut f, b"defgh"), ["<too long>"]);
+        assert_eq!(frame(&mut f, &[b'x'; 1000]), Vec::<String>::new());
+        assert_eq!(frame(&mut f, b"xx\nfine\n"), ["fine"]);
+        // `\r\n` does not count against the limit.
+        assert_eq!(frame(&mut f, b"abcd\r"), Vec::<String>::new());
+        assert_eq!(frame(&mut f, b"\n"), ["abcd"]);
+        // A pause ends a skipped line too.
+        assert_eq!(frame(&mut f, b"toolong"), ["<too long>"]);
+        f.flush(&mut |_| panic!("nothing to flush"));
+        assert_eq!(frame(&mut f, b"ok\n"), ["ok"]);
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(Command::parse("hello"), None);
+        assert_eq!(Command::parse("bye"), Some(Command::Quit));
+        assert_eq!(Command::parse("bye now"), None);
+        assert_eq!(Command::parse("/nick 정훈"), Some(Command::Nick("정훈")));
+        assert_eq!(Command::parse("/nick"), Some(Command::Usage("/nick NAME")));
+        assert_eq!(
+            Command::parse("/msg bob  hi there "),
+            Some(Command::Msg {
+                to: "bob",
+                text: "hi there"
+            })
+        );
+        assert_eq!(
+            Command::parse("/msg bob"),
+            Some(Command::Usage("/msg NICK TEXT"))
+        );
+        assert_eq!(Command::parse("/me waves"), Some(Command::Me("waves")));
+        assert_eq!(Command::parse("/frob x"), Some(Command::Unknown("frob")));
+    }
+
+    #[test]
+    fn nicks() {
+        assert!(valid_nick("alice"));
+        assert!(valid_nick("정훈"));
+        assert!(valid_nick("a_b-9"));
+        assert!(valid_nick(&"é".repeat(32)));
+        assert!(!valid_nick(&"a".repeat(33)));
+        assert!(!valid_nick(""));
+        assert!(!valid_nick("a b"));
+        assert!(!valid_nick("[a]"));
+        assert!(!valid_nick("a\u{200b}"));
+        assert_eq!(nick_key("Alice"), nick_key("aLICE"));
+        assert_eq!(name_prefix("[syjung] hello"), Some(("syjung", "hello")));
+        assert_eq!(name_prefix("[sy jung] hello"), None);
+        assert_eq!(name_prefix("[syjung]hello"), None);
+    }
+
+    #[test]
+    fn relayed_text_is_escaped_and_labelled() {
+        let mut out = Vec::new();
+        push_message(&mut out, "bob", &decode(b"hi \x1b[2J\xff \xe2\x80\xae"));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[bob] hi \\x1b[2J\u{fffd} \\u{202e}\n"
+        );
+        let who = ["a".to_string(), "b".to_string()];
+        assert_eq!(
+            Notice::Who {
+                nicks: &who,
+                online: 5
+            }
+            .to_bytes(),
+            b"* 5 online: a, b, ... and 3 more\n"
+        );
+    }
+}

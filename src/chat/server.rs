@@ -1,0 +1,448 @@
+//! `sockit chat serve`: the room's connections.
+//!
+//! Each connection is one task that reads, relays and writes without ever
+//! blocking on another connection: lines read are relayed into the
+//! recipients' outboxes at once (see [`super::room`] for the fan-out and
+//! the slow-client policy), and the task writes its own outbox whenever
+//! the socket can take it. Reading and writing are interleaved in one
+//! `select!` loop with non-blocking reads and writes, so a client that
+//! talks without reading is still read from until its outbox overflows.
+//!
+//! Reads go into one scratch buffer per worker thread; only the unfinished
+//! tail of a line is kept per connection, so an idle connection holds no
+//! read buffer at all (the room is meant for ten thousand of them).
+
+use std::cell::RefCell;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::{
+    Command, Input, LineFramer, Notice, PAUSE, decode, name_prefix, push_action, push_message,
+    push_private, valid_nick,
+};
+use super::room::{Leave, Member, NickError, PRESENCE_INTERVAL, Room};
+use crate::error::Result;
+use crate::service::{self, OnShutdown};
+
+/// What `chat serve`'s flags decide.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Relay each message to its sender too (seed task 4).
+    pub echo_self: bool,
+    /// More connections than this are told the server is full.
+    pub max_clients: usize,
+    /// Longest line accepted, in bytes.
+    pub max_line: usize,
+}
+
+/// Bytes read from a socket at once (into the per-thread scratch buffer).
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Write buffers grown past this are given back once written.
+const KEEP_BUFFER: usize = 16 * 1024;
+
+/// Rounds of take-and-write before the task lets others run, so a member
+/// whose outbox is refilled as fast as it is written cannot hog a thread.
+const WRITE_ROUNDS: usize = 8;
+
+/// How long a leaving client's last lines may take to go out, and how
+/// long we then wait for it to close its side.
+const GOODBYE: Duration = Duration::from_secs(1);
+
+/// The same for a server shutdown, inside [`service::SHUTDOWN_GRACE`].
+const SHUTDOWN_FLUSH: Duration = Duration::from_millis(200);
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+}
+
+/// Serves the chat room on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let room = Arc::new(Room::new(config.echo_self, config.max_clients));
+    let presence = tokio::spawn(announce_presence(room.clone(), shutdown.clone()));
+    let max_line = config.max_line;
+    service::serve_tcp(
+        listener,
+        max_connections,
+        shutdown,
+        OnShutdown::Finish,
+        move |stream, _, token| serve_connection(stream, room.clone(), max_line, token),
+    )
+    .await;
+    presence.abort();
+    Ok(())
+}
+
+/// Sums up a large room's joins and leaves once per interval.
+async fn announce_presence(room: Arc<Room>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(PRESENCE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Some(summary) = room.presence_summary() {
+            room.broadcast(None, &summary);
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    room: Arc<Room>,
+    max_line: usize,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let Some((member, nick)) = room.join() else {
+        tracing::info!("refusing a connection: server full");
+        let mut stream = stream;
+        let _ =
+            tokio::time::timeout(GOODBYE, stream.write_all(&Notice::ServerFull.to_bytes())).await;
+        return close_gracefully(stream, Instant::now() + GOODBYE).await;
+    };
+    let mut connection = Connection {
+        stream,
+        room,
+        member,
+        nick,
+        renamed: false,
+        first_message: true,
+        framer: LineFramer::new(max_line),
+        max_line,
+        out: Vec::new(),
+        written: 0,
+        relay: Vec::new(),
+        quit: false,
+    };
+    let ending = connection.serve(&shutdown).await;
+    connection.finish(ending).await
+}
+
+/// Why a connection's loop ended.
+#[derive(Debug)]
+enum Ending {
+    /// `/quit` or `bye`.
+    Quit,
+    /// The client closed its side.
+    Closed,
+    /// The outbox overflowed: the client stopped reading.
+    CutOff,
+    /// The server is shutting down.
+    Shutdown,
+    /// The connection broke.
+    Failed(io::Error),
+}
+
+/// What writing found.
+enum Flow {
+    /// Everything queued is written.
+    Idle,
+    /// The socket is full; wait until it is writable.
+    Blocked,
+    /// More is queued already; come back after letting others run.
+    Busy,
+    /// The outbox overflowed.
+    CutOff,
+}
+
+struct Connection {
+    stream: TcpStream,
+    room: Arc<Room>,
+    member: Arc<Member>,
+    nick: Arc<str>,
+    /// Has taken a nick of its own (`/nick` or a seed `[NAME] ` prefix):
+    /// no more prefix adoption.
+    renamed: bool,
+    /// Prefix adoption looks at the first message only.
+    first_message: bool,
+    framer: LineFramer,
+    max_line: usize,
+    /// Bytes being written, taken from the outbox, and how far we got.
+    out: Vec<u8>,
+    written: usize,
+    /// Messages read in this read, relayed together once it is processed.
+    relay: Vec<u8>,
+    /// `/quit` or `bye` was read: stop reading and say goodbye.
+    quit: bool,
+}
+
+impl Connection {
+    /// Reads, relays and writes until the connection should end.
+    async fn serve(&mut self, shutdown: &CancellationToken) -> Ending {
+        let pause = tokio::time::sleep(PAUSE);
+        tokio::pin!(pause);
+        loop {
+            match self.write_queued() {
+                Ok(Flow::CutOff) => return Ending::CutOff,
+                Ok(Flow::Busy) => tokio::task::yield_now().await,
+                Ok(Flow::Idle | Flow::Blocked) => {}
+                Err(e) => return Ending::Failed(e),
+            }
+            if self.quit {
+                return Ending::Quit;
+            }
+            let writing = self.written < self.out.len();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ending::Shutdown,
+                ready = self.stream.readable() => {
+                    if let Err(e) = ready {
+                        return Ending::Failed(e);
+                    }
+                    match self.read() {
+                        Ok(true) => {
+                            if self.framer.has_partial() {
+                                pause.as_mut().reset(Instant::now() + PAUSE);
+                            }
+                        }
+                        Ok(false) => {
+                            self.flush_partial();
+                            return if self.quit { Ending::Quit } else { Ending::Closed };
+                        }
+                        Err(e) => return Ending::Failed(e),
+                    }
+                }
+                ready = self.stream.writable(), if writing => {
+                    if let Err(e) = ready {
+                        return Ending::Failed(e);
+                    }
+                }
+                _ = self.member.wake.notified(), if !writing => {}
+                _ = &mut pause, if self.framer.has_partial() => self.flush_partial(),
+            }
+        }
+    }
+
+    /// Reads what is waiting and handles every line in it. `Ok(false)` at
+    /// end of stream.
+    fn read(&mut self) -> io::Result<bool> {
+        SCRATCH.with_borrow_mut(|buf| match self.stream.try_read(buf) {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                let mut framer = std::mem::replace(&mut self.framer, LineFramer::new(0));
+                framer.feed(&buf[..n], &mut |input| self.on_input(input));
+                self.framer = framer;
+                self.flush_relay();
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// The client paused mid-line (or closed): the tail is a message.
+    fn flush_partial(&mut self) {
+        let mut framer = std::mem::replace(&mut self.framer, LineFramer::new(0));
+        framer.flush(&mut |input| self.on_input(input));
+        self.framer = framer;
+        self.flush_relay();
+    }
+
+    fn on_input(&mut self, input: Input<'_>) {
+        if self.quit {
+            return;
+        }
+        match input {
+            Input::TooLong => {
+                self.flush_relay();
+                self.tell(&Notice::LineTooLong(self.max_line));
+            }
+            Input::Line([]) => {}
+            Input::Line(bytes) => {
+                let text = decode(bytes);
+                match Command::parse(&text) {
+                    Some(command) => {
+                        self.flush_relay();
+                        self.command(command);
+                    }
+                    None => self.message(&text),
+                }
+                self.first_message = false;
+            }
+        }
+    }
+
+    /// An ordinary message: labelled and added to this read's relay batch.
+    fn message(&mut self, text: &str) {
+        let mut text = text;
+        if let Some((name, rest)) = name_prefix(text) {
+            if *name == *self.nick {
+                // Our own seed 4-3 prefix: show the nick once.
+                text = rest;
+            } else if self.first_message && !self.renamed {
+                match self.room.rename(self.member.id, &self.nick, name) {
+                    Ok(nick) => {
+                        self.nick = nick;
+                        self.renamed = true;
+                        text = rest;
+                    }
+                    Err(NickError::Taken) => self.tell(&Notice::NickTaken(name)),
+                }
+            }
+        }
+        push_message(&mut self.relay, &self.nick, text);
+    }
+
+    fn command(&mut self, command: Command<'_>) {
+        match command {
+            Command::Nick(name) if !valid_nick(name) => self.tell(&Notice::InvalidNick),
+            Command::Nick(name) => match self.room.rename(self.member.id, &self.nick, name) {
+                Ok(nick) => {
+                    self.nick = nick;
+                    self.renamed = true;
+                }
+                Err(NickError::Taken) => self.tell(&Notice::NickTaken(name)),
+            },
+            Command::Who => self.member.push(&self.room.who()),
+            Command::Me(action) => {
+                let mut line = Vec::new();
+                push_action(&mut line, &self.nick, action);
+                self.room.relay(self.member.id, &line);
+            }
+            Command::Msg { to, text } => {
+                let mut line = Vec::new();
+                let sent = self.room.send_to(to, |spelled| {
+                    push_private(&mut line, &self.nick, spelled, text);
+                    line.clone()
+                });
+                match sent {
+                    Some(id) if id == self.member.id => {}
+                    Some(_) => self.member.push(&line),
+                    None => self.tell(&Notice::NoSuchNick(to)),
+                }
+            }
+            Command::Help => self.tell(&Notice::Help),
+            Command::Quit => self.quit = true,
+            Command::Usage(usage) => self.tell(&Notice::Usage(usage)),
+            Command::Unknown(name) => self.tell(&Notice::UnknownCommand(name)),
+        }
+    }
+
+    /// Queues a notice for this client only.
+    fn tell(&self, notice: &Notice<'_>) {
+        self.member.push(&notice.to_bytes());
+    }
+
+    /// Relays the messages batched from the current read.
+    fn flush_relay(&mut self) {
+        if self.relay.is_empty() {
+            return;
+        }
+        self.room.relay(self.member.id, &self.relay);
+        self.relay.clear();
+        if self.relay.capacity() > KEEP_BUFFER {
+            self.relay = Vec::new();
+        }
+    }
+
+    /// Writes queued output without waiting: whatever the outbox holds is
+    /// swapped out and written in as few calls as the socket allows.
+    fn write_queued(&mut self) -> io::Result<Flow> {
+        for _ in 0..WRITE_ROUNDS {
+            if self.written == self.out.len() {
+                self.out.clear();
+                self.written = 0;
+                if self.out.capacity() > KEEP_BUFFER {
+                    self.out = Vec::new();
+                }
+                if self.member.take(&mut self.out).is_err() {
+                    return Ok(Flow::CutOff);
+                }
+                if self.out.is_empty() {
+                    return Ok(Flow::Idle);
+                }
+            }
+            match self.stream.try_write(&self.out[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flow::Blocked),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Flow::Busy)
+    }
+
+    /// Leaves the room as `ending` says and closes the connection.
+    async fn finish(mut self, ending: Ending) -> io::Result<()> {
+        match ending {
+            Ending::Quit | Ending::Closed => {
+                self.room.leave(&self.member, &self.nick, Leave::Left);
+                if matches!(ending, Ending::Quit) {
+                    self.member.push_final(&Notice::Bye.to_bytes());
+                }
+                let deadline = Instant::now() + GOODBYE;
+                self.flush_until(deadline).await?;
+                close_gracefully(self.stream, deadline).await
+            }
+            Ending::Shutdown => {
+                self.room.leave(&self.member, &self.nick, Leave::Shutdown);
+                self.member.push_final(&Notice::ShuttingDown.to_bytes());
+                let deadline = Instant::now() + SHUTDOWN_FLUSH;
+                self.flush_until(deadline).await?;
+                close_gracefully(self.stream, deadline + SHUTDOWN_FLUSH).await
+            }
+            Ending::CutOff => {
+                tracing::info!("{} stopped reading: disconnected", self.nick);
+                self.room.leave(&self.member, &self.nick, Leave::CutOff);
+                // Reset: its unread backlog is dropped at once instead of
+                // lingering in the kernel for a reader that will not come.
+                // (A zero linger never blocks the thread on close.)
+                let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+                Ok(())
+            }
+            Ending::Failed(e) => {
+                self.room.leave(&self.member, &self.nick, Leave::Left);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes what is queued until done or `deadline`.
+    async fn flush_until(&mut self, deadline: Instant) -> io::Result<()> {
+        loop {
+            match self.write_queued()? {
+                Flow::Idle | Flow::CutOff => return Ok(()),
+                Flow::Busy => {}
+                Flow::Blocked => {
+                    if tokio::time::timeout_at(deadline, self.stream.writable())
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Closes our side, then reads and discards until the client closes its
+/// side or `deadline`: closing with unread input would send a reset that
+/// can destroy our last lines before the client reads them.
+async fn close_gracefully(mut stream: TcpStream, deadline: Instant) -> io::Result<()> {
+    stream.shutdown().await?;
+    let mut sink = vec![0; 4096];
+    loop {
+        match tokio::time::timeout_at(
+            deadline,
+            tokio::io::AsyncReadExt::read(&mut stream, &mut sink),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Err(_) => return Ok(()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+}
