@@ -29,11 +29,11 @@
 //! counted and summed up in one line per [`PRESENCE_INTERVAL`] instead.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use super::protocol::{MAX_WHO, Notice, nick_key};
 
@@ -58,6 +58,8 @@ pub struct Room {
     next_id: AtomicU64,
     /// Joins and leaves not yet announced (large rooms only).
     presence: Mutex<Presence>,
+    /// The server is shutting down: every member's task says goodbye.
+    closing: AtomicBool,
 }
 
 #[derive(Default)]
@@ -100,7 +102,22 @@ impl Room {
             next_guest: AtomicU64::new(1),
             next_id: AtomicU64::new(1),
             presence: Mutex::new(Presence::default()),
+            closing: AtomicBool::new(false),
         }
+    }
+
+    /// Tells every member's task that the server is shutting down.
+    pub fn close_all(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let members = read(&self.members);
+        for member in members.by_id.values() {
+            member.waker.wake();
+        }
+    }
+
+    /// True once [`Room::close_all`] was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
     }
 
     /// Adds a member under a fresh `guestN` nick, queues its welcome and
@@ -296,8 +313,8 @@ pub struct Member {
     pub id: u64,
     outbox: Mutex<Outbox>,
     /// Wakes the member's task when its outbox stops being empty (or
-    /// overflows).
-    pub wake: Notify,
+    /// overflows, or the server shuts down).
+    pub waker: AtomicWaker,
 }
 
 /// A member's queued output: the bytes themselves, so a burst of messages
@@ -328,7 +345,7 @@ impl Member {
         Member {
             id,
             outbox: Mutex::new(Outbox::default()),
-            wake: Notify::new(),
+            waker: AtomicWaker::new(),
         }
     }
 
@@ -350,7 +367,13 @@ impl Member {
             }
         }
         drop(outbox);
-        self.wake.notify_one();
+        self.waker.wake();
+    }
+
+    /// True when something is queued (or the outbox overflowed).
+    pub fn has_queued(&self) -> bool {
+        let outbox = lock(&self.outbox);
+        !outbox.bytes.is_empty() || outbox.state == State::Overflowed
     }
 
     /// Moves everything queued into `out` (which must be empty) by

@@ -13,13 +13,16 @@
 //! read buffer at all (the room is meant for ten thousand of them).
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{
@@ -44,7 +47,7 @@ pub struct Config {
 /// Bytes read from a socket at once (into the per-thread scratch buffer).
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Write buffers grown past this are given back once written.
+/// A relay buffer grown past this is given back once relayed.
 const KEEP_BUFFER: usize = 16 * 1024;
 
 /// Rounds of take-and-write before the task lets others run, so a member
@@ -71,16 +74,26 @@ pub async fn run(
 ) -> Result<()> {
     let room = Arc::new(Room::new(config.echo_self, config.max_clients));
     let presence = tokio::spawn(announce_presence(room.clone(), shutdown.clone()));
+    // Connections learn of the shutdown from the room, which wakes them
+    // all: no per-connection wait on the token.
+    let closer = {
+        let (room, shutdown) = (room.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            room.close_all();
+        })
+    };
     let max_line = config.max_line;
     service::serve_tcp(
         listener,
         max_connections,
         shutdown,
         OnShutdown::Finish,
-        move |stream, _, token| serve_connection(stream, room.clone(), max_line, token),
+        move |stream, _, _| serve_connection(stream, room.clone(), max_line),
     )
     .await;
     presence.abort();
+    closer.abort();
     Ok(())
 }
 
@@ -99,18 +112,12 @@ async fn announce_presence(room: Arc<Room>, shutdown: CancellationToken) {
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    room: Arc<Room>,
-    max_line: usize,
-    shutdown: CancellationToken,
-) -> io::Result<()> {
+async fn serve_connection(stream: TcpStream, room: Arc<Room>, max_line: usize) -> io::Result<()> {
     let Some((member, nick)) = room.join() else {
         tracing::info!("refusing a connection: server full");
-        let mut stream = stream;
-        let _ =
-            tokio::time::timeout(GOODBYE, stream.write_all(&Notice::ServerFull.to_bytes())).await;
-        return close_gracefully(stream, Instant::now() + GOODBYE).await;
+        // Boxed, like `finish` below: rare paths must not grow the state
+        // every idle connection carries.
+        return Box::pin(refuse(stream)).await;
     };
     let mut connection = Connection {
         stream,
@@ -126,8 +133,15 @@ async fn serve_connection(
         relay: Vec::new(),
         quit: false,
     };
-    let ending = connection.serve(&shutdown).await;
-    connection.finish(ending).await
+    let ending = connection.serve().await;
+    Box::pin(connection.finish(ending)).await
+}
+
+/// Tells a connection the room is full and closes it.
+async fn refuse(mut stream: TcpStream) -> io::Result<()> {
+    let notice = Notice::ServerFull.to_bytes();
+    let _ = tokio::time::timeout(GOODBYE, stream.write_all(&notice)).await;
+    close_gracefully(stream, Instant::now() + GOODBYE).await
 }
 
 /// Why a connection's loop ended.
@@ -142,6 +156,21 @@ enum Ending {
     /// The server is shutting down.
     Shutdown,
     /// The connection broke.
+    Failed(io::Error),
+}
+
+/// What woke a connection up.
+enum Event {
+    /// The socket has input (or an error or end of stream) to read.
+    Readable,
+    /// The socket can take more of what we are writing.
+    Writable,
+    /// Something was queued for this client.
+    Queued,
+    /// The client paused in the middle of a line.
+    Paused,
+    /// The server is shutting down.
+    Shutdown,
     Failed(io::Error),
 }
 
@@ -180,9 +209,10 @@ struct Connection {
 
 impl Connection {
     /// Reads, relays and writes until the connection should end.
-    async fn serve(&mut self, shutdown: &CancellationToken) -> Ending {
-        let pause = tokio::time::sleep(PAUSE);
-        tokio::pin!(pause);
+    async fn serve(&mut self) -> Ending {
+        // The pause timer exists only while a line is unfinished: an idle
+        // connection carries no timer.
+        let mut pause: Option<Pin<Box<Sleep>>> = None;
         loop {
             match self.write_queued() {
                 Ok(Flow::CutOff) => return Ending::CutOff,
@@ -194,35 +224,78 @@ impl Connection {
                 return Ending::Quit;
             }
             let writing = self.written < self.out.len();
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return Ending::Shutdown,
-                ready = self.stream.readable() => {
-                    if let Err(e) = ready {
-                        return Ending::Failed(e);
-                    }
-                    match self.read() {
-                        Ok(true) => {
-                            if self.framer.has_partial() {
-                                pause.as_mut().reset(Instant::now() + PAUSE);
+            let event = std::future::poll_fn(|cx| self.poll_event(cx, writing, &mut pause)).await;
+            match event {
+                Event::Shutdown => return Ending::Shutdown,
+                Event::Failed(e) => return Ending::Failed(e),
+                Event::Readable => match self.read() {
+                    Ok(true) => {
+                        if self.framer.has_partial() {
+                            let deadline = Instant::now() + PAUSE;
+                            match &mut pause {
+                                Some(sleep) => sleep.as_mut().reset(deadline),
+                                None => pause = Some(Box::pin(tokio::time::sleep_until(deadline))),
                             }
+                        } else {
+                            pause = None;
                         }
-                        Ok(false) => {
-                            self.flush_partial();
-                            return if self.quit { Ending::Quit } else { Ending::Closed };
-                        }
-                        Err(e) => return Ending::Failed(e),
                     }
-                }
-                ready = self.stream.writable(), if writing => {
-                    if let Err(e) = ready {
-                        return Ending::Failed(e);
+                    Ok(false) => {
+                        self.flush_partial();
+                        return if self.quit {
+                            Ending::Quit
+                        } else {
+                            Ending::Closed
+                        };
                     }
+                    Err(e) => return Ending::Failed(e),
+                },
+                Event::Paused => {
+                    pause = None;
+                    self.flush_partial();
                 }
-                _ = self.member.wake.notified(), if !writing => {}
-                _ = &mut pause, if self.framer.has_partial() => self.flush_partial(),
+                Event::Writable | Event::Queued => {}
             }
         }
+    }
+
+    /// Waits for the next thing to do. A hand-written poll instead of
+    /// `select!` over futures: readiness is kept by tokio's registration
+    /// and the wake-up by the member's waker, so an idle connection's
+    /// state is little more than [`Connection`] itself.
+    fn poll_event(
+        &self,
+        cx: &mut Context<'_>,
+        writing: bool,
+        pause: &mut Option<Pin<Box<Sleep>>>,
+    ) -> Poll<Event> {
+        // Register before looking, so a push or shutdown that happens
+        // after the look still wakes us.
+        self.member.waker.register(cx.waker());
+        if self.room.is_closing() {
+            return Poll::Ready(Event::Shutdown);
+        }
+        if !writing && self.member.has_queued() {
+            return Poll::Ready(Event::Queued);
+        }
+        match self.stream.poll_read_ready(cx) {
+            Poll::Ready(Ok(())) => return Poll::Ready(Event::Readable),
+            Poll::Ready(Err(e)) => return Poll::Ready(Event::Failed(e)),
+            Poll::Pending => {}
+        }
+        if writing {
+            match self.stream.poll_write_ready(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Event::Writable),
+                Poll::Ready(Err(e)) => return Poll::Ready(Event::Failed(e)),
+                Poll::Pending => {}
+            }
+        }
+        if let Some(sleep) = pause
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Event::Paused);
+        }
+        Poll::Pending
     }
 
     /// Reads what is waiting and handles every line in it. `Ok(false)` at
@@ -352,11 +425,11 @@ impl Connection {
     fn write_queued(&mut self) -> io::Result<Flow> {
         for _ in 0..WRITE_ROUNDS {
             if self.written == self.out.len() {
-                self.out.clear();
+                // Written: the buffer is given back, so an idle connection
+                // holds none (an allocation per batch costs far less than
+                // the write that sent it).
+                self.out = Vec::new();
                 self.written = 0;
-                if self.out.capacity() > KEEP_BUFFER {
-                    self.out = Vec::new();
-                }
                 if self.member.take(&mut self.out).is_err() {
                     return Ok(Flow::CutOff);
                 }
