@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Runs everything CI runs, on a fresh machine or a used one:
 #   1. installs the programs the tests use as peers, if missing
-#      (netcat-openbsd and socat from Debian; python3 is expected);
+#      (netcat-openbsd, ncat and socat from Debian; python3 is expected);
 #   2. checks formatting and lints (warnings are errors);
 #   3. runs the whole test suite (cargo-nextest if present, else cargo test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pkg in netcat-openbsd socat; do
+for pkg in netcat-openbsd ncat socat; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

@@ -124,24 +124,23 @@ impl Room {
     /// tells the room. `None` when the room is full.
     pub fn join(&self) -> Option<(Arc<Member>, Arc<str>)> {
         let member = Arc::new(Member::new(self.next_id.fetch_add(1, Ordering::Relaxed)));
-        let (nick, online) = {
-            let mut members = write(&self.members);
-            if members.by_id.len() >= self.max_clients {
-                return None;
+        // The welcome and the notices are queued under the write lock, so
+        // a newcomer's first line is its welcome and every count is exact.
+        let mut members = write(&self.members);
+        if members.by_id.len() >= self.max_clients {
+            return None;
+        }
+        let nick = loop {
+            let n = self.next_guest.fetch_add(1, Ordering::Relaxed);
+            let nick = format!("guest{n}");
+            if !members.nicks.contains_key(&nick) {
+                break Arc::<str>::from(nick);
             }
-            let nick = loop {
-                let n = self.next_guest.fetch_add(1, Ordering::Relaxed);
-                let nick = format!("guest{n}");
-                if !members.nicks.contains_key(&nick) {
-                    break Arc::<str>::from(nick);
-                }
-            };
-            members
-                .nicks
-                .insert(nick.to_string(), (member.id, nick.clone()));
-            members.by_id.insert(member.id, member.clone());
-            (nick, members.by_id.len())
         };
+        members
+            .nicks
+            .insert(nick.to_string(), (member.id, nick.clone()));
+        let online = members.by_id.len() + 1;
         member.push(
             &Notice::Welcome {
                 nick: &nick,
@@ -150,45 +149,51 @@ impl Room {
             .to_bytes(),
         );
         if online <= ANNOUNCE_LIMIT {
-            self.broadcast(
-                Some(member.id),
-                &Notice::Joined {
-                    nick: &nick,
-                    online,
-                }
-                .to_bytes(),
-            );
+            let notice = Notice::Joined {
+                nick: &nick,
+                online,
+            }
+            .to_bytes();
+            for other in members.by_id.values() {
+                other.push(&notice);
+            }
         } else {
             lock(&self.presence).joined += 1;
         }
+        members.by_id.insert(member.id, member.clone());
         Some((member, nick))
     }
 
     /// Removes a member and tells the room how it left.
     pub fn leave(&self, member: &Member, nick: &str, how: Leave) {
-        let online = {
-            let mut members = write(&self.members);
-            members.by_id.remove(&member.id);
-            let key = nick_key(nick);
-            if members
-                .nicks
-                .get(&key)
-                .is_some_and(|(id, _)| *id == member.id)
-            {
-                members.nicks.remove(&key);
-            }
-            members.by_id.len()
-        };
         member.close();
+        let mut members = write(&self.members);
+        if members.by_id.remove(&member.id).is_none() {
+            return;
+        }
+        let key = nick_key(nick);
+        if members
+            .nicks
+            .get(&key)
+            .is_some_and(|(id, _)| *id == member.id)
+        {
+            members.nicks.remove(&key);
+        }
+        let online = members.by_id.len();
         if how == Leave::Shutdown {
             return;
         }
+        // Announced one by one in a room that had up to ANNOUNCE_LIMIT
+        // members, under the lock like joins.
         if online < ANNOUNCE_LIMIT {
             let notice = match how {
                 Leave::CutOff => Notice::CutOff { nick, online },
                 _ => Notice::Left { nick, online },
-            };
-            self.broadcast(None, &notice.to_bytes());
+            }
+            .to_bytes();
+            for other in members.by_id.values() {
+                other.push(&notice);
+            }
         } else {
             let mut presence = lock(&self.presence);
             match how {
@@ -336,6 +341,16 @@ enum State {
     Closed,
 }
 
+/// What [`Member::queued`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    Nothing,
+    Bytes,
+    /// The outbox overflowed: the member must be disconnected, even in
+    /// the middle of a write that will never finish.
+    Overflowed,
+}
+
 /// The member's outbox overflowed: it must be disconnected.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Overflowed;
@@ -370,10 +385,16 @@ impl Member {
         self.waker.wake();
     }
 
-    /// True when something is queued (or the outbox overflowed).
-    pub fn has_queued(&self) -> bool {
+    /// What is waiting for the member's task.
+    pub fn queued(&self) -> Queued {
         let outbox = lock(&self.outbox);
-        !outbox.bytes.is_empty() || outbox.state == State::Overflowed
+        if outbox.state == State::Overflowed {
+            Queued::Overflowed
+        } else if outbox.bytes.is_empty() {
+            Queued::Nothing
+        } else {
+            Queued::Bytes
+        }
     }
 
     /// Moves everything queued into `out` (which must be empty) by

@@ -29,7 +29,7 @@ use super::protocol::{
     Command, Input, LineFramer, Notice, PAUSE, decode, name_prefix, push_action, push_message,
     push_private, valid_nick,
 };
-use super::room::{Leave, Member, NickError, PRESENCE_INTERVAL, Room};
+use super::room::{Leave, Member, NickError, PRESENCE_INTERVAL, Queued, Room};
 use crate::error::Result;
 use crate::service::{self, OnShutdown};
 
@@ -169,6 +169,8 @@ enum Event {
     Queued,
     /// The client paused in the middle of a line.
     Paused,
+    /// Its outbox overflowed: it stopped reading.
+    Overflowed,
     /// The server is shutting down.
     Shutdown,
     Failed(io::Error),
@@ -227,6 +229,7 @@ impl Connection {
             let event = std::future::poll_fn(|cx| self.poll_event(cx, writing, &mut pause)).await;
             match event {
                 Event::Shutdown => return Ending::Shutdown,
+                Event::Overflowed => return Ending::CutOff,
                 Event::Failed(e) => return Ending::Failed(e),
                 Event::Readable => match self.read() {
                     Ok(true) => {
@@ -275,8 +278,10 @@ impl Connection {
         if self.room.is_closing() {
             return Poll::Ready(Event::Shutdown);
         }
-        if !writing && self.member.has_queued() {
-            return Poll::Ready(Event::Queued);
+        match self.member.queued() {
+            Queued::Overflowed => return Poll::Ready(Event::Overflowed),
+            Queued::Bytes if !writing => return Poll::Ready(Event::Queued),
+            _ => {}
         }
         match self.stream.poll_read_ready(cx) {
             Poll::Ready(Ok(())) => return Poll::Ready(Event::Readable),
