@@ -43,6 +43,23 @@ pub const OUTBOX_LIMIT: usize = 1024 * 1024;
 /// Largest room in which every join and leave is announced one by one.
 pub const ANNOUNCE_LIMIT: usize = 100;
 
+/// Rooms larger than this coalesce their output (see [`Room::broadcast`]).
+pub const COALESCE_ABOVE: usize = 100;
+
+/// How long a large room's output may wait to be coalesced into fewer
+/// writes, at least and at most (see [`Room::flush_interval`]): small
+/// next to human reaction time and to the 100 ms p99 a room of ten
+/// thousand is held to, large enough that a busy room sends several
+/// messages per write.
+pub const FLUSH_INTERVAL: (Duration, Duration) =
+    (Duration::from_millis(20), Duration::from_millis(50));
+
+/// The least an empty outbox allocates when output arrives.
+const FIRST_ALLOCATION: usize = 1024;
+
+/// Queued bytes that are written at once, without waiting for the flush.
+pub const FLUSH_NOW: usize = 64 * 1024;
+
 /// How often a large room hears the sum of its joins and leaves.
 pub const PRESENCE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -60,6 +77,8 @@ pub struct Room {
     presence: Mutex<Presence>,
     /// The server is shutting down: every member's task says goodbye.
     closing: AtomicBool,
+    /// Members with coalesced output waiting for [`Room::wake_dirty`].
+    dirty: Mutex<Vec<Arc<Member>>>,
 }
 
 #[derive(Default)]
@@ -103,6 +122,7 @@ impl Room {
             next_id: AtomicU64::new(1),
             presence: Mutex::new(Presence::default()),
             closing: AtomicBool::new(false),
+            dirty: Mutex::new(Vec::new()),
         }
     }
 
@@ -211,12 +231,38 @@ impl Room {
     }
 
     /// Appends `bytes` to every member's outbox but `skip`'s.
+    ///
+    /// In a room of more than [`COALESCE_ABOVE`] members, a member whose
+    /// outbox was empty is not woken at once but put on the dirty list,
+    /// which [`Room::wake_dirty`] empties every [`Room::flush_interval`]: what a
+    /// busy room says in that interval then leaves in one write per
+    /// member instead of one per message (the write, not the copy, is what
+    /// costs). A member with [`FLUSH_NOW`] bytes waiting is woken at once.
     pub fn broadcast(&self, skip: Option<u64>, bytes: &[u8]) {
         let members = read(&self.members);
+        let coalesce = members.by_id.len() > COALESCE_ABOVE;
+        let mut soon = Vec::with_capacity(if coalesce { members.by_id.len() } else { 0 });
         for member in members.by_id.values() {
-            if Some(member.id) != skip {
-                member.push(bytes);
+            if Some(member.id) == skip {
+                continue;
             }
+            match member.enqueue(bytes) {
+                Wake::No => {}
+                Wake::Soon if coalesce => soon.push(member.clone()),
+                Wake::Soon | Wake::Now => member.waker.wake(),
+            }
+        }
+        drop(members);
+        if !soon.is_empty() {
+            lock(&self.dirty).append(&mut soon);
+        }
+    }
+
+    /// Wakes every member that had output coalesced since the last call.
+    pub fn wake_dirty(&self) {
+        let dirty = std::mem::take(&mut *lock(&self.dirty));
+        for member in dirty {
+            member.waker.wake();
         }
     }
 
@@ -307,6 +353,16 @@ impl Room {
         )
     }
 
+    /// How long coalesced output may wait now. Writes to a loopback or
+    /// LAN socket cost microseconds each, one per member per flush, so a
+    /// bigger room waits longer (1 ms per 100 members, within
+    /// [`FLUSH_INTERVAL`]) and sends more messages per write.
+    pub fn flush_interval(&self) -> Duration {
+        let (least, most) = FLUSH_INTERVAL;
+        let scaled = Duration::from_millis(self.online() as u64 / 100);
+        scaled.clamp(least, most)
+    }
+
     /// Members online now.
     pub fn online(&self) -> usize {
         read(&self.members).by_id.len()
@@ -341,6 +397,17 @@ enum State {
     Closed,
 }
 
+/// When a member's task must be woken after output was queued for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// It already knows.
+    No,
+    /// Its outbox was empty: wake it, or let the flush do it.
+    Soon,
+    /// Overflowed or a lot is waiting: wake it now.
+    Now,
+}
+
 /// What [`Member::queued`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Queued {
@@ -364,25 +431,42 @@ impl Member {
         }
     }
 
-    /// Queues `bytes`, or marks the member overflowed if they do not fit.
+    /// Queues `bytes` and wakes the member's task, or marks the member
+    /// overflowed if they do not fit.
     pub fn push(&self, bytes: &[u8]) {
+        if self.enqueue(bytes) != Wake::No {
+            self.waker.wake();
+        }
+    }
+
+    /// Queues `bytes` (or marks the member overflowed) and says when its
+    /// task needs waking; the caller does the waking.
+    fn enqueue(&self, bytes: &[u8]) -> Wake {
         let mut outbox = lock(&self.outbox);
         if outbox.state != State::Open {
-            return;
+            return Wake::No;
         }
-        let was_empty = outbox.bytes.is_empty();
-        if outbox.bytes.len() + bytes.len() > OUTBOX_LIMIT {
+        let before = outbox.bytes.len();
+        if before + bytes.len() > OUTBOX_LIMIT {
             outbox.state = State::Overflowed;
             outbox.bytes = Vec::new();
-        } else {
-            outbox.bytes.extend_from_slice(bytes);
-            if !was_empty {
-                // Its task was woken when the first bytes came in.
-                return;
-            }
+            return Wake::Now;
         }
-        drop(outbox);
-        self.waker.wake();
+        if outbox.bytes.capacity() == 0 {
+            // One allocation for a typical batch instead of a series of
+            // small reallocations (the buffer is freed after small writes).
+            outbox.bytes.reserve(bytes.len().max(FIRST_ALLOCATION));
+        }
+        outbox.bytes.extend_from_slice(bytes);
+        if before == 0 {
+            Wake::Soon
+        } else if before < FLUSH_NOW && before + bytes.len() >= FLUSH_NOW {
+            Wake::Now
+        } else {
+            // Its task was woken (or is due to be) when the first bytes
+            // came in.
+            Wake::No
+        }
     }
 
     /// What is waiting for the member's task.

@@ -47,6 +47,13 @@ pub struct Config {
 /// Bytes read from a socket at once (into the per-thread scratch buffer).
 const READ_CHUNK: usize = 16 * 1024;
 
+/// A write smaller than this is conversation, not a busy room: its buffer
+/// is released rather than kept for the next batch.
+const SMALL_WRITE: usize = 1024;
+
+/// A write buffer grown past this is released after the write.
+const KEEP_WRITE_BUFFER: usize = 256 * 1024;
+
 /// A relay buffer grown past this is given back once relayed.
 const KEEP_BUFFER: usize = 16 * 1024;
 
@@ -73,7 +80,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let room = Arc::new(Room::new(config.echo_self, config.max_clients));
-    let presence = tokio::spawn(announce_presence(room.clone(), shutdown.clone()));
+    let clock = tokio::spawn(tick(room.clone(), shutdown.clone()));
     // Connections learn of the shutdown from the room, which wakes them
     // all: no per-connection wait on the token.
     let closer = {
@@ -92,22 +99,27 @@ pub async fn run(
         move |stream, _, _| serve_connection(stream, room.clone(), max_line),
     )
     .await;
-    presence.abort();
+    clock.abort();
     closer.abort();
     Ok(())
 }
 
-/// Sums up a large room's joins and leaves once per interval.
-async fn announce_presence(room: Arc<Room>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(PRESENCE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// The room's clock: flushes coalesced output every
+/// [`Room::flush_interval`] and sums up a large room's joins and leaves
+/// every [`PRESENCE_INTERVAL`].
+async fn tick(room: Arc<Room>, shutdown: CancellationToken) {
+    let mut last_presence = Instant::now();
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(room.flush_interval()) => {}
             _ = shutdown.cancelled() => return,
         }
-        if let Some(summary) = room.presence_summary() {
-            room.broadcast(None, &summary);
+        room.wake_dirty();
+        if last_presence.elapsed() >= PRESENCE_INTERVAL {
+            last_presence = Instant::now();
+            if let Some(summary) = room.presence_summary() {
+                room.broadcast(None, &summary);
+            }
         }
     }
 }
@@ -430,10 +442,15 @@ impl Connection {
     fn write_queued(&mut self) -> io::Result<Flow> {
         for _ in 0..WRITE_ROUNDS {
             if self.written == self.out.len() {
-                // Written: the buffer is given back, so an idle connection
-                // holds none (an allocation per batch costs far less than
-                // the write that sent it).
-                self.out = Vec::new();
+                // Written. A busy connection keeps its buffer (it goes to
+                // the outbox in the swap below, so the next batch needs no
+                // allocation); after a conversation-sized write it is given
+                // back, so an idle connection holds none.
+                if self.out.len() < SMALL_WRITE || self.out.capacity() > KEEP_WRITE_BUFFER {
+                    self.out = Vec::new();
+                } else {
+                    self.out.clear();
+                }
                 self.written = 0;
                 if self.member.take(&mut self.out).is_err() {
                     return Ok(Flow::CutOff);

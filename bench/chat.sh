@@ -1,0 +1,430 @@
+#!/usr/bin/env bash
+# Side-by-side loopback benchmark of sockit's chat server against reference
+# chat servers, with bench/src/bin/chatload.rs as the load generator:
+#   sockit chat serve  vs  ncat --chat  vs  tests/peers/seed004_chat_server.py
+# Every server listens on 127.0.0.1 (the Python seed binds 0.0.0.0 but is only
+# connected to on 127.0.0.1), gets a fresh process per scenario, and is
+# stopped after it; every load run is bounded in time.
+#
+# Scenarios (SCENARIOS, any of a b c d; default all):
+#   a  room of CLIENTS [1000]: SENDERS [10] send MESSAGES [1000] lines each,
+#      at most WINDOW [32] per sender not yet delivered to everyone; all three
+#      servers. Clients join in waves of JOIN_WAVE [8], each wave confirmed by
+#      a sync line, because ncat and the seed listen with a backlog of 10: a
+#      burst of connects overflows it, and connections dropped then (SYN
+#      cookies) never make it into the room.
+#   b  connect time for CLIENTS: connect_s of the (a) runs (same waves for all
+#      servers), plus sockit with all clients connecting at once
+#      (CONNECT_CONCURRENCY [256] in flight, no waves).
+#   c  sockit only: BIG_CLIENTS [10000] clients, SENDERS send RATE [100]
+#      lines/s in all for RATE_SECS [10] s: latency under a steady trickle.
+#   d  sockit only: VmRSS of an idle server, then with BIG_CLIENTS clients
+#      connected, synced and idle for HOLD [5] s: memory per client.
+#
+# Environment (defaults in brackets, besides those above):
+#   SIZE [64]         bytes per line, newline included (WINDOW x SIZE must stay
+#                     within 2048, the seed's read size, or it cuts lines)
+#   TIMEOUT [300]     seconds per chatload run (connect + delivery)
+#   SERVERS [sockit ncat python]  which servers (a) and (b) measure
+#   NO_BUILD [0]      1: use the binaries already built (honours CARGO_TARGET_DIR)
+# ncat serves at most ~1000 clients (select(2)), so it is skipped when
+# CLIENTS > 1000. Results: stdout and bench/results/chat-latest.txt (+ raw
+# JSON lines in bench/results/chat-latest.jsonl).
+set -euo pipefail
+
+die() {
+	echo "chat.sh: error: $*" >&2
+	exit 1
+}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+SCENARIOS=${SCENARIOS:-a b c d}
+SERVERS=${SERVERS:-sockit ncat python}
+CLIENTS=${CLIENTS:-1000}
+SENDERS=${SENDERS:-10}
+MESSAGES=${MESSAGES:-1000}
+WINDOW=${WINDOW:-32}
+SIZE=${SIZE:-64}
+JOIN_WAVE=${JOIN_WAVE:-8}
+CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-256}
+BIG_CLIENTS=${BIG_CLIENTS:-10000}
+RATE=${RATE:-100}
+RATE_SECS=${RATE_SECS:-10}
+HOLD=${HOLD:-5}
+TIMEOUT=${TIMEOUT:-300}
+NO_BUILD=${NO_BUILD:-0}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+
+# Bounds keep a typo from turning into an hour-long load run.
+check_int() { # name value min max
+	if ! [[ $2 =~ ^[0-9]+$ ]] || ((10#$2 < $3 || 10#$2 > $4)); then
+		die "$1 must be an integer in [$3, $4], got '$2'"
+	fi
+}
+check_int CLIENTS "$CLIENTS" 2 10000
+check_int SENDERS "$SENDERS" 1 1000
+check_int MESSAGES "$MESSAGES" 1 100000
+check_int WINDOW "$WINDOW" 1 4096
+check_int SIZE "$SIZE" 32 4096
+check_int JOIN_WAVE "$JOIN_WAVE" 0 10000
+check_int CONNECT_CONCURRENCY "$CONNECT_CONCURRENCY" 1 10000
+check_int BIG_CLIENTS "$BIG_CLIENTS" 2 10000
+check_int RATE "$RATE" 1 100000
+check_int RATE_SECS "$RATE_SECS" 1 600
+check_int HOLD "$HOLD" 1 600
+check_int TIMEOUT "$TIMEOUT" 10 3600
+((SENDERS <= CLIENTS && SENDERS <= BIG_CLIENTS)) || die "SENDERS must not exceed CLIENTS or BIG_CLIENTS"
+read -r -a SCENARIO_LIST <<<"$SCENARIOS"
+read -r -a SERVER_LIST <<<"$SERVERS"
+for s in "${SCENARIO_LIST[@]}"; do
+	[[ $s == a || $s == b || $s == c || $s == d ]] || die "SCENARIOS may hold only a, b, c and d, got '$s'"
+done
+for s in "${SERVER_LIST[@]}"; do
+	[[ $s == sockit || $s == ncat || $s == python ]] || die "SERVERS may hold only sockit, ncat and python, got '$s'"
+done
+has() { # word list...
+	local w=$1 x
+	shift
+	for x in "$@"; do [[ $x == "$w" ]] && return 0; done
+	return 1
+}
+# Lines per sender in (c): RATE lines/s in all for RATE_SECS.
+RATE_MESSAGES=$(((RATE * RATE_SECS + SENDERS - 1) / SENDERS))
+WAVE_ARGS=()
+((JOIN_WAVE == 0)) || WAVE_ARGS=(--join-wave "$JOIN_WAVE")
+
+command -v python3 >/dev/null || die "python3 is needed (seed server, report)"
+command -v ss >/dev/null || die "ss (iproute2) is needed to see when ncat listens"
+if has ncat "${SERVER_LIST[@]}" && ! dpkg -s ncat >/dev/null 2>&1; then
+	(apt-get update && apt-get install -y ncat) >&2 || die "ncat is missing and could not be installed"
+fi
+
+# ---------------------------------------------------------------- build
+if [[ $NO_BUILD != 1 ]]; then
+	cargo build --release --workspace || die "cargo build --release --workspace failed (see above)"
+fi
+BIN=$TARGET_DIR/release
+CHATLOAD=$BIN/chatload
+SOCKIT=$BIN/sockit
+[[ -x $CHATLOAD ]] || die "$CHATLOAD is missing: build sockit-bench first"
+if has sockit "${SERVER_LIST[@]}" || has c "${SCENARIO_LIST[@]}" || has d "${SCENARIO_LIST[@]}" || has b "${SCENARIO_LIST[@]}"; then
+	[[ -x $SOCKIT ]] || die "$SOCKIT is not built (cargo build --release -p sockit)"
+	"$SOCKIT" chat serve --help >/dev/null 2>&1 ||
+		die "'sockit chat serve' is not implemented ($SOCKIT chat serve --help failed)"
+fi
+
+# ---------------------------------------------------------------- servers
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/sockit-chat.XXXXXX")
+PIDS=()
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME CMD...: runs CMD in the background, stdout/stderr to
+# $WORK/NAME.out/.err; sets LAST_PID.
+start() {
+	local name=$1
+	shift
+	"$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+	LAST_PID=$!
+	PIDS+=("$LAST_PID")
+}
+
+# forget PID: drops an id from the ones cleanup ends (once it was reaped, so
+# that cleanup never signals a recycled pid).
+forget() {
+	local pid keep=()
+	for pid in "${PIDS[@]}"; do
+		[[ $pid == "$1" ]] || keep+=("$pid")
+	done
+	PIDS=("${keep[@]}")
+}
+
+# stop PID: ends one process we started, reaps it and forgets its id.
+stop() {
+	kill "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	forget "$1"
+}
+
+# wait_line NAME PID FILE REGEX: waits at most 10 s for the first line of
+# FILE to match REGEX, whose group 1 is the port, and prints the port.
+wait_line() {
+	local name=$1 pid=$2 file=$3 re=$4 line i
+	for ((i = 0; i < 200; i++)); do
+		line=$(head -n 1 "$file" 2>/dev/null || true)
+		if [[ -n $line && $line =~ $re ]]; then
+			echo "${BASH_REMATCH[1]}"
+			return 0
+		fi
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "chat.sh: error: $name exited before it was ready; its output:" >&2
+			cat "$WORK/$name.out" "$WORK/$name.err" >&2
+			return 1
+		fi
+		sleep 0.05
+	done
+	echo "chat.sh: error: $name printed no line matching '$re' in 10 s; got: '${line:-}'" >&2
+	cat "$WORK/$name.err" >&2
+	return 1
+}
+
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_listen NAME PID PORT: waits at most 10 s until something listens on
+# 127.0.0.1:PORT. It looks with ss rather than connecting: a probe
+# connection would join the room, and ncat quits when a connection it has
+# not accepted yet is reset.
+wait_listen() {
+	local i
+	for ((i = 0; i < 200; i++)); do
+		if [[ -n $(ss -Hltn "sport = :$3" 2>/dev/null) ]]; then
+			return 0
+		fi
+		if ! kill -0 "$2" 2>/dev/null; then
+			echo "chat.sh: error: $1 exited before it listened; its output:" >&2
+			cat "$WORK/$1.out" "$WORK/$1.err" >&2
+			return 1
+		fi
+		sleep 0.05
+	done
+	echo "chat.sh: error: $1 does not listen on 127.0.0.1:$3 after 10 s" >&2
+	return 1
+}
+
+# start_server sockit|ncat|python: a fresh chat server; sets LAST_PID, PORT.
+start_server() {
+	case $1 in
+	sockit)
+		start sockit "$SOCKIT" chat serve -b 127.0.0.1 -p 0
+		PORT=$(wait_line sockit "$LAST_PID" "$WORK/sockit.out" '^listening on 127\.0\.0\.1:([0-9]+)$') ||
+			die "'sockit chat serve' did not start: its first stdout line must be 'listening on 127.0.0.1:PORT'"
+		;;
+	ncat)
+		PORT=$(free_port)
+		start ncat ncat --chat -m 20000 -l 127.0.0.1 "$PORT"
+		wait_listen ncat "$LAST_PID" "$PORT" || die "ncat did not start on port $PORT"
+		;;
+	python)
+		start python python3 -u tests/peers/seed004_chat_server.py 0
+		PORT=$(wait_line python "$LAST_PID" "$WORK/python.out" '^listening on [^ ]+:([0-9]+)$') ||
+			die "the seed's Python chat server did not start"
+		;;
+	esac
+}
+
+RAW=$WORK/raw.jsonl
+LINES=$WORK/runs.txt
+NOTES=$WORK/notes.txt
+: >"$RAW"
+: >"$LINES"
+: >"$NOTES"
+
+# record SCENARIO SERVER JSONLINE [KEY=NUMBER...]: keeps one result line,
+# tagged with its scenario and server (and any extra numbers).
+record() {
+	python3 -c '
+import json, sys
+d = json.loads(sys.argv[3])
+d["scenario"], d["server"] = sys.argv[1], sys.argv[2]
+for kv in sys.argv[4:]:
+    k, v = kv.split("=", 1)
+    d[k] = float(v)
+print(json.dumps(d))' "$@" >>"$RAW"
+}
+
+# load SCENARIO SERVER PID ARGS...: one chatload run against 127.0.0.1:$PORT.
+# A run that fails its checks (loss, disconnects, ...) still reports and is
+# kept (and noted); a run that reports nothing is noted and skipped.
+load() {
+	local scenario=$1 server=$2 pid=$3 out rc=0
+	shift 3
+	out=$(timeout $((TIMEOUT + HOLD + 60)) "$CHATLOAD" --addr "127.0.0.1:$PORT" --pid "$pid" \
+		--timeout "$TIMEOUT" --size "$SIZE" --json "$@" 2>"$WORK/chatload.err") || rc=$?
+	echo "  ($scenario) $server: $(grep -v '^ready$' "$WORK/chatload.err" | tail -n 1)" | tee -a "$LINES" >&2
+	if [[ $out == \{* ]]; then
+		record "$scenario" "$server" "$out"
+		((rc == 0)) || echo "($scenario) $server: chatload reported failed checks (exit $rc)" >>"$NOTES"
+	else
+		echo "($scenario) $server: chatload failed (exit $rc): $(tail -n 1 "$WORK/chatload.err")" >>"$NOTES"
+	fi
+}
+
+rss_kib() { # PID
+	awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+if has a "${SCENARIO_LIST[@]}" || has b "${SCENARIO_LIST[@]}"; then
+	echo "== (a) $CLIENTS clients, $SENDERS senders x $MESSAGES lines, window $WINDOW, size $SIZE, join waves of $JOIN_WAVE" >&2
+	for server in "${SERVER_LIST[@]}"; do
+		if [[ $server == ncat ]] && ((CLIENTS > 1000)); then
+			echo "(a) ncat: skipped, it serves at most ~1000 clients (select)" >>"$NOTES"
+			continue
+		fi
+		start_server "$server"
+		if has a "${SCENARIO_LIST[@]}"; then
+			load a "$server" "$LAST_PID" --clients "$CLIENTS" --senders "$SENDERS" --messages "$MESSAGES" \
+				--window "$WINDOW" "${WAVE_ARGS[@]}"
+		else
+			load a "$server" "$LAST_PID" --clients "$CLIENTS" --senders 0 --messages 0 "${WAVE_ARGS[@]}"
+		fi
+		stop "$LAST_PID"
+	done
+fi
+
+if has b "${SCENARIO_LIST[@]}"; then
+	echo "== (b) $CLIENTS clients connecting at once (sockit only), $CONNECT_CONCURRENCY in flight" >&2
+	start_server sockit
+	load b sockit-burst "$LAST_PID" --clients "$CLIENTS" --senders 0 --messages 0 \
+		--connect-concurrency "$CONNECT_CONCURRENCY"
+	stop "$LAST_PID"
+fi
+
+if has c "${SCENARIO_LIST[@]}"; then
+	echo "== (c) sockit, $BIG_CLIENTS clients, $SENDERS senders, $RATE lines/s for ${RATE_SECS} s" >&2
+	start_server sockit
+	load c sockit "$LAST_PID" --clients "$BIG_CLIENTS" --senders "$SENDERS" --messages "$RATE_MESSAGES" \
+		--rate "$RATE" --window "$WINDOW" --connect-concurrency "$CONNECT_CONCURRENCY"
+	stop "$LAST_PID"
+fi
+
+if has d "${SCENARIO_LIST[@]}"; then
+	echo "== (d) sockit memory, $BIG_CLIENTS idle clients held for $HOLD s" >&2
+	start_server sockit
+	SOCKIT_PID=$LAST_PID
+	sleep 0.5
+	RSS0=$(rss_kib "$SOCKIT_PID")
+	# chatload prints "ready" on stderr once every client is in the room;
+	# the RSS is read a second later, while they are all held idle.
+	timeout $((TIMEOUT + HOLD + 60)) "$CHATLOAD" --addr "127.0.0.1:$PORT" --pid "$SOCKIT_PID" \
+		--timeout "$TIMEOUT" --clients "$BIG_CLIENTS" --senders 0 --messages 0 --hold "$HOLD" \
+		--connect-concurrency "$CONNECT_CONCURRENCY" --json >"$WORK/hold.out" 2>"$WORK/hold.err" &
+	HOLD_PID=$!
+	PIDS+=("$HOLD_PID")
+	RSS1=
+	for ((i = 0; i < (TIMEOUT + 10) * 10; i++)); do
+		if grep -qx ready "$WORK/hold.err"; then
+			sleep 1
+			RSS1=$(rss_kib "$SOCKIT_PID")
+			break
+		fi
+		kill -0 "$HOLD_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	wait "$HOLD_PID" || true
+	forget "$HOLD_PID"
+	out=$(tail -n 1 "$WORK/hold.out")
+	echo "  (d) sockit: idle ${RSS0} KiB, with $BIG_CLIENTS clients ${RSS1:-?} KiB; $(tail -n 1 "$WORK/hold.err")" |
+		tee -a "$LINES" >&2
+	if [[ -n $RSS1 && $out == \{* ]]; then
+		record d sockit "$out" "rss0_kib=$RSS0" "rss1_kib=$RSS1"
+	else
+		echo "(d) sockit: the held clients never became ready: $(tail -n 1 "$WORK/hold.err")" >>"$NOTES"
+	fi
+	stop "$SOCKIT_PID"
+fi
+
+# ---------------------------------------------------------------- report
+mkdir -p bench/results
+python3 - "$RAW" >"$WORK/report.txt" <<'EOF'
+import json, sys
+
+rows = [json.loads(line) for line in open(sys.argv[1])]
+by = {(r["scenario"], r["server"]): r for r in rows}
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a and b else "n/a"
+
+def num(v, fmt):
+    return format(v, fmt) if v is not None else "n/a"
+
+a = [by[("a", s)] for s in ("sockit", "ncat", "python") if ("a", s) in by]
+if a:
+    r0 = a[0]
+    if r0["messages"]:
+        print(f"(a) room of {r0['clients']}: {r0['senders']} senders x {r0['messages']} lines of "
+              f"{r0['size']} B, window {r0['window']} per sender")
+    else:
+        print(f"(a) room of {r0['clients']}: connect only")
+    print(f"{'server':<8} {'connect s':>9} {'deliv/s':>10} {'srv ns/dl':>9} {'p50 ms':>7} "
+          f"{'p99 ms':>7} {'max ms':>7} {'lost':>6} {'dup':>4} {'reord':>5} {'disc':>4} {'ok':>3}")
+    for r in a:
+        lat = r["latency_ms"]
+        print(f"{r['server']:<8} {r['connect_s']:>9.2f} {r['deliveries_per_s']:>10.0f} "
+              f"{num(r['server_ns_per_delivery'], '.0f'):>9} {lat['p50']:>7.2f} {lat['p99']:>7.2f} "
+              f"{lat['max']:>7.2f} {r['lost']:>6} {r['duplicates']:>4} {r['reordered']:>5} "
+              f"{r['disconnected']:>4} {'yes' if r['ok'] else 'NO':>3}")
+    s = by.get(("a", "sockit"))
+    for other in ("ncat", "python"):
+        o = by.get(("a", other))
+        if s and o:
+            print(f"sockit/{other}: server ns per delivery {ratio(s['server_ns_per_delivery'], o['server_ns_per_delivery'])}, "
+                  f"p99 latency {ratio(s['latency_ms']['p99'], o['latency_ms']['p99'])}, "
+                  f"connect_s {ratio(s['connect_s'], o['connect_s'])}, "
+                  f"deliveries/s {ratio(s['deliveries_per_s'], o['deliveries_per_s'])}")
+    print("(ns per delivery: server CPU time / lines delivered; ncat and the seed relay a whole read\n"
+          " chunk of up to 32 lines per write, sockit formats and queues every line.)")
+    print()
+
+b = by.get(("b", "sockit-burst"))
+if a or b:
+    print("(b) connect time (first connect until every client saw the sync line)")
+    def how(r):
+        if r["join_wave"]:
+            way = f"waves of {r['join_wave']}, each confirmed by a sync line"
+        else:
+            way = f"all at once, {r['connect_concurrency']} in flight"
+        return (f"{way} ({r['sync_rounds']} sync rounds, {r['nudges']} nudges, "
+                f"{r['reconnects']} reconnects)")
+    for r in a + ([b] if b else []):
+        print(f"  {r['server']:<13} {r['clients']:>6} clients {r['connect_s']:>7.2f} s  {how(r)}")
+    s, n = by.get(("a", "sockit")), by.get(("a", "ncat"))
+    if s and n:
+        print(f"  connect_s sockit/ncat {ratio(s['connect_s'], n['connect_s'])}")
+    print()
+
+c = by.get(("c", "sockit"))
+if c:
+    lat = c["latency_ms"]
+    print(f"(c) sockit, {c['clients']} clients, {c['senders']} senders at {c['rate']:.0f} lines/s in all "
+          f"({c['messages']} each): connect {c['connect_s']:.2f} s, {c['deliveries_per_s']:.0f} deliveries/s, "
+          f"latency ms p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} max {lat['max']:.2f}, "
+          f"server {num(c['server_ns_per_delivery'], '.0f')} ns/delivery, lost {c['lost']}, "
+          f"disconnected {c['disconnected']}{'' if c['ok'] else ' (checks FAILED)'}")
+    print()
+
+d = by.get(("d", "sockit"))
+if d:
+    per = (d["rss1_kib"] - d["rss0_kib"]) / d["clients"]
+    print(f"(d) sockit memory: VmRSS {d['rss0_kib']:.0f} KiB idle, {d['rss1_kib']:.0f} KiB with "
+          f"{d['clients']} idle clients = {per:.2f} KiB per client (connect {d['connect_s']:.2f} s)")
+EOF
+{
+	echo "sockit chat bench $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores, $(uname -r)"
+	echo
+	cat "$WORK/report.txt"
+	if [[ -s $NOTES ]]; then
+		echo
+		echo "notes:"
+		cat "$NOTES"
+	fi
+	echo
+	echo "runs:"
+	cat "$LINES"
+} >bench/results/chat-latest.txt
+cp "$RAW" bench/results/chat-latest.jsonl
+echo
+cat bench/results/chat-latest.txt
