@@ -54,9 +54,6 @@ pub const COALESCE_ABOVE: usize = 100;
 pub const FLUSH_INTERVAL: (Duration, Duration) =
     (Duration::from_millis(20), Duration::from_millis(50));
 
-/// The least an empty outbox allocates when output arrives.
-const FIRST_ALLOCATION: usize = 1024;
-
 /// Queued bytes that are written at once, without waiting for the flush.
 pub const FLUSH_NOW: usize = 64 * 1024;
 
@@ -451,11 +448,6 @@ impl Member {
             outbox.state = State::Overflowed;
             outbox.bytes = Vec::new();
             return Wake::Now;
-        }
-        if outbox.bytes.capacity() == 0 {
-            // One allocation for a typical batch instead of a series of
-            // small reallocations (the buffer is freed after small writes).
-            outbox.bytes.reserve(bytes.len().max(FIRST_ALLOCATION));
         }
         outbox.bytes.extend_from_slice(bytes);
         if before == 0 {
