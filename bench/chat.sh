@@ -32,13 +32,11 @@
 # JSON lines in bench/results/chat-latest.jsonl).
 set -euo pipefail
 
-die() {
-	echo "chat.sh: error: $*" >&2
-	exit 1
-}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 SCENARIOS=${SCENARIOS:-a b c d}
 SERVERS=${SERVERS:-sockit ncat python}
@@ -57,12 +55,6 @@ TIMEOUT=${TIMEOUT:-300}
 NO_BUILD=${NO_BUILD:-0}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
-# Bounds keep a typo from turning into an hour-long load run.
-check_int() { # name value min max
-	if ! [[ $2 =~ ^[0-9]+$ ]] || ((10#$2 < $3 || 10#$2 > $4)); then
-		die "$1 must be an integer in [$3, $4], got '$2'"
-	fi
-}
 check_int CLIENTS "$CLIENTS" 2 10000
 check_int SENDERS "$SENDERS" 1 1000
 check_int MESSAGES "$MESSAGES" 1 100000
@@ -116,73 +108,7 @@ if has sockit "${SERVER_LIST[@]}" || has c "${SCENARIO_LIST[@]}" || has d "${SCE
 fi
 
 # ---------------------------------------------------------------- servers
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/sockit-chat.XXXXXX")
-PIDS=()
-cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# start NAME CMD...: runs CMD in the background, stdout/stderr to
-# $WORK/NAME.out/.err; sets LAST_PID.
-start() {
-	local name=$1
-	shift
-	"$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-	LAST_PID=$!
-	PIDS+=("$LAST_PID")
-}
-
-# forget PID: drops an id from the ones cleanup ends (once it was reaped, so
-# that cleanup never signals a recycled pid).
-forget() {
-	local pid keep=()
-	for pid in "${PIDS[@]}"; do
-		[[ $pid == "$1" ]] || keep+=("$pid")
-	done
-	PIDS=("${keep[@]}")
-}
-
-# stop PID: ends one process we started, reaps it and forgets its id.
-stop() {
-	kill "$1" 2>/dev/null || true
-	wait "$1" 2>/dev/null || true
-	forget "$1"
-}
-
-# wait_line NAME PID FILE REGEX: waits at most 10 s for the first line of
-# FILE to match REGEX, whose group 1 is the port, and prints the port.
-wait_line() {
-	local name=$1 pid=$2 file=$3 re=$4 line i
-	for ((i = 0; i < 200; i++)); do
-		line=$(head -n 1 "$file" 2>/dev/null || true)
-		if [[ -n $line && $line =~ $re ]]; then
-			echo "${BASH_REMATCH[1]}"
-			return 0
-		fi
-		if ! kill -0 "$pid" 2>/dev/null; then
-			echo "chat.sh: error: $name exited before it was ready; its output:" >&2
-			cat "$WORK/$name.out" "$WORK/$name.err" >&2
-			return 1
-		fi
-		sleep 0.05
-	done
-	echo "chat.sh: error: $name printed no line matching '$re' in 10 s; got: '${line:-}'" >&2
-	cat "$WORK/$name.err" >&2
-	return 1
-}
-
-free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+start_work
 
 # wait_listen NAME PID PORT: waits at most 10 s until something listens on
 # 127.0.0.1:PORT. It looks with ss rather than connecting: a probe
@@ -195,13 +121,13 @@ wait_listen() {
 			return 0
 		fi
 		if ! kill -0 "$2" 2>/dev/null; then
-			echo "chat.sh: error: $1 exited before it listened; its output:" >&2
+			echo "$BENCH_SCRIPT: error: $1 exited before it listened; its output:" >&2
 			cat "$WORK/$1.out" "$WORK/$1.err" >&2
 			return 1
 		fi
 		sleep 0.05
 	done
-	echo "chat.sh: error: $1 does not listen on 127.0.0.1:$3 after 10 s" >&2
+	echo "$BENCH_SCRIPT: error: $1 does not listen on 127.0.0.1:$3 after 10 s" >&2
 	return 1
 }
 

@@ -26,13 +26,11 @@
 # bench/results/latest.jsonl).
 set -euo pipefail
 
-die() {
-	echo "run.sh: error: $*" >&2
-	exit 1
-}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
@@ -48,12 +46,6 @@ YARDSTICK=${YARDSTICK:-1}
 NO_BUILD=${NO_BUILD:-0}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
-# Bounds keep a typo from turning into an hour-long load run.
-check_int() { # name value min max
-	if ! [[ $2 =~ ^[0-9]+$ ]] || ((10#$2 < $3 || 10#$2 > $4)); then
-		die "$1 must be an integer in [$3, $4], got '$2'"
-	fi
-}
 check_int DURATION "$DURATION" 1 600
 check_int WARMUP "$WARMUP" 0 60
 check_int RUNS "$RUNS" 1 21
@@ -97,79 +89,7 @@ if [[ $PEERS_ONLY != 1 ]]; then
 fi
 
 # ---------------------------------------------------------------- servers
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/sockit-bench.XXXXXX")
-PIDS=()
-cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# start NAME CMD...: runs CMD in the background, stdout/stderr to
-# $WORK/NAME.out/.err; sets LAST_PID.
-start() {
-	local name=$1
-	shift
-	"$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-	LAST_PID=$!
-	PIDS+=("$LAST_PID")
-}
-
-# stop PID: ends one server we started, reaps it and forgets its id (so that
-# cleanup never signals a recycled pid).
-stop() {
-	local pid keep=()
-	kill "$1" 2>/dev/null || true
-	wait "$1" 2>/dev/null || true
-	for pid in "${PIDS[@]}"; do
-		[[ $pid == "$1" ]] || keep+=("$pid")
-	done
-	PIDS=("${keep[@]}")
-}
-
-# wait_line NAME PID FILE REGEX [any]: waits at most 10 s for the first line
-# of FILE (with "any": some line) to match REGEX, whose group 1 is the port,
-# and prints the port.
-wait_line() {
-	local name=$1 pid=$2 file=$3 re=$4 which=${5:-first} line i
-	for ((i = 0; i < 200; i++)); do
-		if [[ $which == any ]]; then
-			line=$(grep -E -m 1 -- "$re" "$file" 2>/dev/null || true)
-		else
-			line=$(head -n 1 "$file" 2>/dev/null || true)
-		fi
-		if [[ -n $line && $line =~ $re ]]; then
-			echo "${BASH_REMATCH[1]}"
-			return 0
-		fi
-		if ! kill -0 "$pid" 2>/dev/null; then
-			echo "run.sh: error: $name exited before it was ready; its output:" >&2
-			cat "$WORK/$name.out" "$WORK/$name.err" >&2
-			return 1
-		fi
-		sleep 0.05
-	done
-	echo "run.sh: error: $name printed no line matching '$re' in 10 s; got: '${line:-}'" >&2
-	cat "$WORK/$name.err" >&2
-	return 1
-}
-
-free_port() { # udp|tcp
-	python3 - "$1" <<'EOF'
-import socket, sys
-kind = socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM
-s = socket.socket(socket.AF_INET, kind)
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-EOF
-}
+start_work
 
 # start_sockit udp|tcp: starts sockit's echo server; sets LAST_PID, PORT.
 start_sockit() {
