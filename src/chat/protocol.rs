@@ -214,29 +214,25 @@ pub fn decode(line: &[u8]) -> Cow<'_, str> {
 
 /// Appends `[nick] text\n` to `out`, with `text` escaped.
 pub fn push_message(out: &mut Vec<u8>, nick: &str, text: &str) {
-    out.push(b'[');
-    out.extend_from_slice(nick.as_bytes());
-    out.extend_from_slice(b"] ");
-    crate::text::push_printable(out, text);
-    out.push(b'\n');
+    push_labelled(out, &["[", nick, "] "], text);
 }
 
 /// Appends `* nick action\n` (`/me`) to `out`, with `action` escaped.
 pub fn push_action(out: &mut Vec<u8>, nick: &str, action: &str) {
-    out.extend_from_slice(b"* ");
-    out.extend_from_slice(nick.as_bytes());
-    out.push(b' ');
-    crate::text::push_printable(out, action);
-    out.push(b'\n');
+    push_labelled(out, &["* ", nick, " "], action);
 }
 
 /// Appends `[from -> to] text\n` (`/msg`) to `out`, with `text` escaped.
 pub fn push_private(out: &mut Vec<u8>, from: &str, to: &str, text: &str) {
-    out.push(b'[');
-    out.extend_from_slice(from.as_bytes());
-    out.extend_from_slice(b" -> ");
-    out.extend_from_slice(to.as_bytes());
-    out.extend_from_slice(b"] ");
+    push_labelled(out, &["[", from, " -> ", to, "] "], text);
+}
+
+/// Appends a label (our own text and valid nicks, so written as is), the
+/// client's `text` escaped, and the newline.
+fn push_labelled(out: &mut Vec<u8>, label: &[&str], text: &str) {
+    for part in label {
+        out.extend_from_slice(part.as_bytes());
+    }
     crate::text::push_printable(out, text);
     out.push(b'\n');
 }

@@ -23,7 +23,7 @@
 //!
 //! # Join and leave notices
 //!
-//! In a room of up to [`ANNOUNCE_LIMIT`] members every join and leave is
+//! In a room of up to [`LARGE_ROOM`] members every join and leave is
 //! announced as it happens. Above that, announcing each one would make a
 //! connect storm quadratic (every joiner told to everyone), so they are
 //! counted and summed up in one line per [`PRESENCE_INTERVAL`] instead.
@@ -40,11 +40,10 @@ use super::protocol::{MAX_WHO, Notice, nick_key};
 /// Bytes a member's outbound queue may hold before it is cut off.
 pub const OUTBOX_LIMIT: usize = 1024 * 1024;
 
-/// Largest room in which every join and leave is announced one by one.
-pub const ANNOUNCE_LIMIT: usize = 100;
-
-/// Rooms larger than this coalesce their output (see [`Room::broadcast`]).
-pub const COALESCE_ABOVE: usize = 100;
+/// Largest room that is told of every join and leave one by one and gets
+/// every message written at once; larger rooms sum up joins and leaves
+/// and coalesce their output (see [`Room::broadcast`]).
+pub const LARGE_ROOM: usize = 100;
 
 /// How long a large room's output may wait to be coalesced into fewer
 /// writes, at least and at most (see [`Room::flush_interval`]): small
@@ -83,6 +82,27 @@ struct Members {
     by_id: HashMap<u64, Arc<Member>>,
     /// Case-folded nick -> (member id, nick as the member spelled it).
     nicks: HashMap<String, (u64, Arc<str>)>,
+}
+
+impl Members {
+    /// Queues `bytes` for every member but `skip` and wakes their tasks;
+    /// in a large room, returns instead the members whose wake-up the
+    /// next flush is to do.
+    fn push_all(&self, skip: Option<u64>, bytes: &[u8]) -> Vec<Arc<Member>> {
+        let coalesce = self.by_id.len() > LARGE_ROOM;
+        let mut soon = Vec::new();
+        for member in self.by_id.values() {
+            if Some(member.id) == skip {
+                continue;
+            }
+            match member.enqueue(bytes) {
+                Wake::No => {}
+                Wake::Soon if coalesce => soon.push(member.clone()),
+                Wake::Soon | Wake::Now => member.waker.wake(),
+            }
+        }
+        soon
+    }
 }
 
 #[derive(Default)]
@@ -165,15 +185,13 @@ impl Room {
             }
             .to_bytes(),
         );
-        if online <= ANNOUNCE_LIMIT {
+        if online <= LARGE_ROOM {
             let notice = Notice::Joined {
                 nick: &nick,
                 online,
-            }
-            .to_bytes();
-            for other in members.by_id.values() {
-                other.push(&notice);
-            }
+            };
+            // A room this small writes at once: nothing is deferred.
+            members.push_all(None, &notice.to_bytes());
         } else {
             lock(&self.presence).joined += 1;
         }
@@ -200,17 +218,14 @@ impl Room {
         if how == Leave::Shutdown {
             return;
         }
-        // Announced one by one in a room that had up to ANNOUNCE_LIMIT
-        // members, under the lock like joins.
-        if online < ANNOUNCE_LIMIT {
+        // Announced one by one in a room that had up to LARGE_ROOM
+        // members, under the lock like joins (so nothing is deferred).
+        if online < LARGE_ROOM {
             let notice = match how {
                 Leave::CutOff => Notice::CutOff { nick, online },
                 _ => Notice::Left { nick, online },
-            }
-            .to_bytes();
-            for other in members.by_id.values() {
-                other.push(&notice);
-            }
+            };
+            members.push_all(None, &notice.to_bytes());
         } else {
             let mut presence = lock(&self.presence);
             match how {
@@ -229,27 +244,14 @@ impl Room {
 
     /// Appends `bytes` to every member's outbox but `skip`'s.
     ///
-    /// In a room of more than [`COALESCE_ABOVE`] members, a member whose
+    /// In a room of more than [`LARGE_ROOM`] members, a member whose
     /// outbox was empty is not woken at once but put on the dirty list,
-    /// which [`Room::wake_dirty`] empties every [`Room::flush_interval`]: what a
-    /// busy room says in that interval then leaves in one write per
+    /// which [`Room::wake_dirty`] empties every [`Room::flush_interval`]:
+    /// what a busy room says in that interval then leaves in one write per
     /// member instead of one per message (the write, not the copy, is what
     /// costs). A member with [`FLUSH_NOW`] bytes waiting is woken at once.
     pub fn broadcast(&self, skip: Option<u64>, bytes: &[u8]) {
-        let members = read(&self.members);
-        let coalesce = members.by_id.len() > COALESCE_ABOVE;
-        let mut soon = Vec::with_capacity(if coalesce { members.by_id.len() } else { 0 });
-        for member in members.by_id.values() {
-            if Some(member.id) == skip {
-                continue;
-            }
-            match member.enqueue(bytes) {
-                Wake::No => {}
-                Wake::Soon if coalesce => soon.push(member.clone()),
-                Wake::Soon | Wake::Now => member.waker.wake(),
-            }
-        }
-        drop(members);
+        let mut soon = read(&self.members).push_all(skip, bytes);
         if !soon.is_empty() {
             lock(&self.dirty).append(&mut soon);
         }

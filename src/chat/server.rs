@@ -81,15 +81,6 @@ pub async fn run(
 ) -> Result<()> {
     let room = Arc::new(Room::new(config.echo_self, config.max_clients));
     let clock = tokio::spawn(tick(room.clone(), shutdown.clone()));
-    // Connections learn of the shutdown from the room, which wakes them
-    // all: no per-connection wait on the token.
-    let closer = {
-        let (room, shutdown) = (room.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            room.close_all();
-        })
-    };
     let max_line = config.max_line;
     service::serve_tcp(
         listener,
@@ -100,19 +91,22 @@ pub async fn run(
     )
     .await;
     clock.abort();
-    closer.abort();
     Ok(())
 }
 
 /// The room's clock: flushes coalesced output every
-/// [`Room::flush_interval`] and sums up a large room's joins and leaves
-/// every [`PRESENCE_INTERVAL`].
+/// [`Room::flush_interval`], sums up a large room's joins and leaves
+/// every [`PRESENCE_INTERVAL`], and on shutdown wakes every connection
+/// through the room (so no connection waits on the token itself).
 async fn tick(room: Arc<Room>, shutdown: CancellationToken) {
     let mut last_presence = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(room.flush_interval()) => {}
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                room.close_all();
+                return;
+            }
         }
         room.wake_dirty();
         if last_presence.elapsed() >= PRESENCE_INTERVAL {
