@@ -1069,6 +1069,45 @@ fn garbage_does_not_hurt_the_room() {
     c.expect_eq(&format!("[{}] still chatting", b.nick));
 }
 
+#[test]
+fn a_peer_that_vanishes_mid_line_is_dropped_and_the_room_goes_on() {
+    let server = serve(&[]);
+    let mut b = Raw::join(&server);
+    // A bare socket that never reads and ends with a reset, not a FIN.
+    let vanisher = TcpStream::connect(server.addr).expect("connect");
+    let joined = b.expect("the vanisher's join notice", |l| {
+        l.ends_with(" joined (2 online)")
+    });
+    let nick = joined
+        .trim_start_matches("* ")
+        .trim_end_matches(" joined (2 online)")
+        .to_string();
+    // Output queued for it that it never reads, and half a line from it.
+    for i in 0..100 {
+        b.send(&format!("line {i} for nobody\n"));
+    }
+    (&vanisher).write_all(b"half a li").expect("write");
+    socket2::SockRef::from(&vanisher)
+        .set_linger(Some(Duration::ZERO))
+        .expect("linger 0");
+    drop(vanisher);
+    let (before, _) = b.until("the leave notice", |l| {
+        l == format!("* {nick} left (1 online)")
+    });
+    // Whether the half line made it before the reset is a race; if it
+    // did, it came whole and labelled, never merged into anything else.
+    for line in &before {
+        assert_eq!(
+            line,
+            &format!("[{nick}] half a li"),
+            "unexpected line before the leave"
+        );
+    }
+    let mut c = Raw::join(&server);
+    b.send("still here\n");
+    c.expect_eq(&format!("[{}] still here", b.nick));
+}
+
 // ---- load ----------------------------------------------------------------------
 
 fn rss_kib_of(pid: u32) -> u64 {
