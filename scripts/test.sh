@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Runs everything CI runs, on a fresh machine or a used one:
 #   1. installs the programs the tests use as peers, if missing
-#      (netcat-openbsd, ncat and socat from Debian; python3 is expected);
+#      (netcat-openbsd, ncat, socat and iproute2 from Debian; python3 is
+#      expected), and warns if network namespaces cannot be made;
 #   2. checks formatting and lints (warnings are errors);
 #   3. runs the whole test suite (cargo-nextest if present, else cargo test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pkg in netcat-openbsd ncat socat; do
+for pkg in netcat-openbsd ncat socat iproute2; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -22,6 +23,16 @@ if ((${#missing[@]})); then
   fi
 fi
 command -v python3 >/dev/null || { echo "test.sh: python3 is required (seed peers)" >&2; exit 1; }
+
+# The LAN tests build hosts out of network namespaces. Say so up front if
+# this machine cannot: they are then skipped (under CI they fail instead).
+probe_ns="sktest-probe-$$"
+if ip netns add "$probe_ns" 2>/dev/null; then
+  ip netns del "$probe_ns"
+else
+  echo "test.sh: WARNING: cannot create network namespaces (not root?);" \
+    "the LAN tests (tests/lan.rs) will be SKIPPED" >&2
+fi
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

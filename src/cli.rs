@@ -45,6 +45,122 @@ pub enum Command {
     /// A chat room over TCP with nicks and commands (seed 004 tasks 4 to 4-3)
     #[command(subcommand)]
     Chat(ChatCommand),
+    /// UDP broadcast on every LAN this host is on: announce and listen (seed 004 task 6)
+    #[command(subcommand)]
+    Broadcast(BroadcastCommand),
+    /// Find the devices on the LAN that run `sockit respond` or the seed callee (seed 004 task 7)
+    #[command(
+        long_about = "Find the devices on the LAN that run `sockit respond` (or the \
+        seed's callee.py): a probe goes to the broadcast address of every IPv4 interface and \
+        to an IPv6 link-local multicast group on every interface, three times within the \
+        window; every device that answers is listed once, with its name, host name and \
+        round-trip time (the responder's deliberate reply delay subtracted). Exit 1 if \
+        nothing answered."
+    )]
+    Discover(Discover),
+    /// Answer discovery probes, so `sockit discover` (or the seed's caller.py) finds this host
+    #[command(
+        long_about = "Answer discovery probes, so `sockit discover` (or the seed's \
+        caller.py) finds this host. Listens on IPv4 (broadcasts) and IPv6 (a link-local \
+        multicast group joined on every interface). A reply is never more than 3 times \
+        the size of the datagram that caused it, is sent after a random 0-50 ms delay, and \
+        each source address gets at most 5 at once and 2 a second (200 a second in all), \
+        so a responder cannot be used to flood anyone."
+    )]
+    Respond(Respond),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BroadcastCommand {
+    /// Send a datagram to every interface's broadcast address, once per interval
+    #[command(
+        long_about = "Send a datagram to the directed broadcast address of every up, \
+        broadcast-capable IPv4 interface (so every LAN this host is on hears it, not only the \
+        one the default route uses), once per interval; a line per datagram sent."
+    )]
+    Send(BroadcastSend),
+    /// Print every datagram that arrives on the port, with its sender
+    Listen(BroadcastListen),
+}
+
+#[derive(Debug, Args)]
+pub struct BroadcastSend {
+    /// The text to send
+    #[arg(default_value = "broadcast message")]
+    pub message: String,
+
+    /// Destination port
+    #[arg(short, long, default_value_t = 37020,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+
+    /// Seconds between rounds
+    #[arg(short, long, value_name = "SECS", default_value = "1", value_parser = seconds)]
+    pub interval: Duration,
+
+    /// Rounds to send (0 = until stopped)
+    #[arg(short, long, default_value_t = 0)]
+    pub count: u64,
+
+    /// Send to ADDR only (255.255.255.255, a directed broadcast or a unicast address)
+    #[arg(long, value_name = "ADDR")]
+    pub to: Option<IpAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct BroadcastListen {
+    #[command(flatten)]
+    pub bind: Bind,
+
+    /// Port to listen on (shared: other listeners on this host hear every datagram too)
+    #[arg(short, long, default_value_t = 37020)]
+    pub port: u16,
+
+    /// Exit after COUNT datagrams (0 = until stopped)
+    #[arg(short, long, default_value_t = 0)]
+    pub count: u64,
+
+    /// One JSON object per datagram: from, bytes, text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Discover {
+    /// The port responders listen on
+    #[arg(short, long, default_value_t = 37021,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+
+    /// Seconds to wait for answers (per window with --watch)
+    #[arg(short, long, value_name = "SECS", default_value = "2", value_parser = seconds)]
+    pub wait: Duration,
+
+    /// One JSON object per device
+    #[arg(long)]
+    pub json: bool,
+
+    /// Keep probing, one window after another; print devices as they appear and go
+    #[arg(long)]
+    pub watch: bool,
+
+    /// Probe ADDR only (a host, or the broadcast address of one subnet)
+    #[arg(long, value_name = "ADDR")]
+    pub to: Option<IpAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct Respond {
+    #[command(flatten)]
+    pub bind: Bind,
+
+    /// Port to answer on (IPv4 and IPv6)
+    #[arg(short, long, default_value_t = 37021)]
+    pub port: u16,
+
+    /// The name `discover` shows (default: the host name; at most 64 bytes)
+    #[arg(short, long, value_name = "NAME", value_parser = device_name)]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -255,6 +371,21 @@ fn probability(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A device name travels in every reply: printable, and short enough that
+/// a reply fits in three probes.
+fn device_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > crate::lan::protocol::MAX_NAME {
+        return Err(format!(
+            "a name is 1 to {} bytes",
+            crate::lan::protocol::MAX_NAME
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err("a name cannot contain control characters".into());
+    }
+    Ok(s.to_string())
+}
+
 fn seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
@@ -321,5 +452,9 @@ mod tests {
         assert!(size("0").is_err());
         assert!(json_value("{\"a\":1}").is_ok());
         assert!(json_value("{a}").is_err());
+        assert_eq!(device_name("보드-1"), Ok("보드-1".into()));
+        assert!(device_name("").is_err());
+        assert!(device_name("a\x1b[2J").is_err());
+        assert!(device_name(&"x".repeat(65)).is_err());
     }
 }

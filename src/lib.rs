@@ -19,13 +19,15 @@
 //!   (seed 004 task 4-4).
 //! - [`chat`]: a line-based chat room with nicks and commands, and its
 //!   client (seed 004 tasks 4 to 4-3).
+//! - [`lan`]: UDP broadcast send/listen, and device discovery with its
+//!   responder, over IPv4 broadcast and IPv6 multicast (seed 004 tasks 6, 7).
 //! - [`service`]: what every TCP server shares (connection cap, accept
 //!   with backoff, a task per connection, shutdown with a grace period).
 //! - [`messages`]: where clients' messages come from (arguments or stdin).
 //! - [`text`]: making untrusted bytes safe to print on a terminal.
 //! - [`error`]: the typed error all of the above return; `main` prints it.
 //!
-//! Later services (lan, ping, transfer) slot in beside `echo` and
+//! Later services (ping, transfer) slot in beside `echo` and
 //! `json` with the same shape: a `cli` subcommand, a branch in [`run`], and
 //! a module with `protocol`/`server`/`client`.
 
@@ -34,6 +36,7 @@ pub mod cli;
 pub mod echo;
 pub mod error;
 pub mod json;
+pub mod lan;
 pub mod messages;
 pub mod net;
 pub mod run;

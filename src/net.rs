@@ -12,7 +12,7 @@
 //! "connection refused" read the same in every command.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
@@ -209,6 +209,129 @@ pub fn display_target(host: &str, port: u16) -> String {
     } else {
         format!("{host}:{port}")
     }
+}
+
+/// An up, broadcast-capable IPv4 interface address: where `broadcast send`
+/// and `discover` send, one datagram per entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BroadcastTarget {
+    /// The interface's name (`eth0`), for the user.
+    pub interface: String,
+    /// This host's address on that interface.
+    pub local: Ipv4Addr,
+    /// The interface's directed broadcast address (`198.18.0.255`).
+    pub broadcast: Ipv4Addr,
+}
+
+/// The directed broadcast address of every up, broadcast-capable IPv4
+/// interface, loopback excluded, in the kernel's order.
+///
+/// Why directed broadcasts and not 255.255.255.255: the limited broadcast
+/// leaves only through the interface of the default route (or nowhere,
+/// without one), so a laptop on Wi-Fi and Ethernet reaches one of its two
+/// LANs. A directed broadcast is routed by its subnet, so sending to each
+/// one from a single unbound socket reaches every segment, with the right
+/// source address, and needs no privileges (SO_BINDTODEVICE would).
+pub fn broadcast_targets() -> Result<Vec<BroadcastTarget>> {
+    use nix::net::if_::InterfaceFlags as F;
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| Error::io("cannot list network interfaces", e.into()))?;
+    let mut targets = Vec::new();
+    for ifa in addrs {
+        if !ifa.flags.contains(F::IFF_UP | F::IFF_BROADCAST) || ifa.flags.contains(F::IFF_LOOPBACK)
+        {
+            continue;
+        }
+        let local = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in());
+        let broadcast = ifa.broadcast.as_ref().and_then(|a| a.as_sockaddr_in());
+        if let (Some(local), Some(broadcast)) = (local, broadcast) {
+            let target = BroadcastTarget {
+                interface: ifa.interface_name.clone(),
+                local: local.ip(),
+                broadcast: broadcast.ip(),
+            };
+            if !targets.contains(&target) {
+                targets.push(target);
+            }
+        }
+    }
+    Ok(targets)
+}
+
+/// An up, multicast-capable interface with an IPv6 address, loopback
+/// excluded: where IPv6 discovery joins and sends its link-local group
+/// (IPv6 has no broadcast).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MulticastInterface {
+    pub name: String,
+    /// The kernel's interface index: the scope of a link-local address.
+    pub index: u32,
+}
+
+/// Every interface IPv6 multicast can use, each once.
+pub fn multicast_interfaces_v6() -> Result<Vec<MulticastInterface>> {
+    use nix::net::if_::InterfaceFlags as F;
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| Error::io("cannot list network interfaces", e.into()))?;
+    let mut found: Vec<MulticastInterface> = Vec::new();
+    for ifa in addrs {
+        if !ifa.flags.contains(F::IFF_UP | F::IFF_MULTICAST) || ifa.flags.contains(F::IFF_LOOPBACK)
+        {
+            continue;
+        }
+        if ifa
+            .address
+            .as_ref()
+            .and_then(|a| a.as_sockaddr_in6())
+            .is_none()
+            || found.iter().any(|f| f.name == ifa.interface_name)
+        {
+            continue;
+        }
+        match nix::net::if_::if_nametoindex(ifa.interface_name.as_str()) {
+            Ok(index) => found.push(MulticastInterface {
+                name: ifa.interface_name,
+                index,
+            }),
+            Err(e) => tracing::debug!("no index for {}: {e}", ifa.interface_name),
+        }
+    }
+    Ok(found)
+}
+
+/// This machine's host name, or `-` if it has none we can print.
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "-".to_string())
+}
+
+/// Binds a UDP socket that may send broadcasts. `shared` sets SO_REUSEADDR
+/// so that several listeners on one host each get every broadcast (only
+/// for passive listeners: a responder must own its port, or two of them
+/// on one host would both answer).
+pub fn bind_udp_broadcast(addr: SocketAddr, shared: bool) -> Result<UdpSocket> {
+    let open = || {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        } else {
+            socket.set_broadcast(true)?;
+        }
+        if shared {
+            socket.set_reuse_address(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        UdpSocket::from_std(socket.into())
+    };
+    open().map_err(|source| Error::Bind {
+        proto: "udp",
+        addr: addr.to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]

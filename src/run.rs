@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ChatCommand, Command, EchoCommand, JsonCommand};
+use crate::cli::{BroadcastCommand, ChatCommand, Command, EchoCommand, JsonCommand};
 use crate::error::{Error, Result};
 use crate::messages::Messages;
-use crate::{chat, echo, json, net};
+use crate::{chat, echo, json, lan, net};
 
 /// File descriptors kept back from the connection cap for listeners,
 /// stdio and the runtime.
@@ -112,7 +112,76 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<()> {
             )
             .await
         }
+        Command::Broadcast(BroadcastCommand::Send(args)) => {
+            let config = lan::broadcast::SendConfig {
+                message: args.message.into_bytes(),
+                port: args.port,
+                interval: args.interval,
+                count: args.count,
+                to: args.to,
+            };
+            lan::broadcast::send(&config, &mut std::io::stdout().lock(), &shutdown).await
+        }
+        Command::Broadcast(BroadcastCommand::Listen(args)) => {
+            let addr = SocketAddr::new(args.bind.bind, args.port);
+            let socket = net::bind_udp_broadcast(addr, true)?;
+            announce(local_udp(&socket)?)?;
+            let config = lan::broadcast::ListenConfig {
+                count: args.count,
+                json: args.json,
+            };
+            lan::broadcast::listen(socket, config, &mut std::io::stdout().lock(), &shutdown).await
+        }
+        Command::Discover(args) => {
+            let config = lan::discover::Config {
+                port: args.port,
+                window: args.wait,
+                json: args.json,
+                watch: args.watch,
+                to: args.to,
+            };
+            lan::discover::discover(&config, &mut std::io::stdout().lock(), &shutdown).await
+        }
+        Command::Respond(args) => {
+            let v4 = net::bind_udp_broadcast(SocketAddr::new(args.bind.bind, args.port), false)?;
+            let local = local_udp(&v4)?;
+            // IPv6 on the same port, unless the user bound one address.
+            let v6 = if args.bind.bind.is_unspecified() && args.bind.bind.is_ipv4() {
+                let addr = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), local.port());
+                match net::bind_udp_broadcast(addr, false) {
+                    Ok(v6) => {
+                        let joined = lan::respond::join_group(&v6);
+                        tracing::info!(
+                            "IPv6: joined {} on {joined} interfaces",
+                            lan::protocol::GROUP_V6
+                        );
+                        Some(v6)
+                    }
+                    Err(e) => {
+                        tracing::warn!("answering over IPv4 only: {e}");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let host = lan::protocol::clip_name(&net::host_name());
+            let config = lan::respond::Config {
+                name: args.name.unwrap_or_else(|| host.clone()),
+                host,
+                limits: lan::protocol::Limits::default(),
+            };
+            announce(local)?;
+            lan::respond::run(v4, v6, config, std::io::stdout(), shutdown).await
+        }
     }
+}
+
+/// The address a UDP socket is bound to.
+fn local_udp(socket: &tokio::net::UdpSocket) -> Result<SocketAddr> {
+    socket
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the listening address", e))
 }
 
 /// Runs a client until it finishes or the user interrupts it (a client

@@ -20,6 +20,29 @@ pub fn printable(bytes: &[u8]) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Returns `bytes` as printable text with nothing hidden: like
+/// [`printable`], but bytes that are not UTF-8 are shown as `\xff` instead
+/// of U+FFFD, for a datagram whose exact bytes matter (`broadcast listen`).
+/// A backslash is doubled, so `\x41` sent as text cannot pass for a byte,
+/// and a newline is shown as `\n`, so one datagram stays one line.
+pub fn escaped(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        let valid = chunk.valid();
+        if valid.contains(['\\', '\n']) {
+            let plain = valid.replace('\\', "\\\\").replace('\n', "\\n");
+            push_printable(&mut out, &plain);
+        } else {
+            push_printable(&mut out, valid);
+        }
+        for b in chunk.invalid() {
+            out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+        }
+    }
+    // Only whole characters and ASCII escapes were pushed.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// Appends `text` to `out` with dangerous characters escaped, without an
 /// intermediate `String`: the chat relay formats every line this way.
 /// Printable ASCII (the common case) is copied in one go.
@@ -58,7 +81,16 @@ fn needs_escape(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{escaped, printable};
+
+    #[test]
+    fn escaped_shows_every_byte() {
+        assert_eq!(escaped("안녕".as_bytes()), "안녕");
+        assert_eq!(escaped(b"ok\xffok"), "ok\\xffok");
+        assert_eq!(escaped(b"a\\x41\x1b"), "a\\\\x41\\x1b");
+        assert_eq!(escaped(b"\xe4\xb8"), "\\xe4\\xb8");
+        assert_eq!(escaped(b"two\nlines\t"), "two\\nlines\t");
+    }
 
     #[test]
     fn korean_is_kept_and_controls_escaped() {

@@ -1,0 +1,160 @@
+//! `broadcast send` and `broadcast listen` (seed 004 task 6).
+//!
+//! The sender puts one datagram per tick on every LAN this host is on: to
+//! the directed broadcast address of each up, broadcast-capable IPv4
+//! interface, from one socket (see [`net::broadcast_targets`] for why
+//! that reaches every segment where the seed's `<broadcast>` reaches only
+//! the default route's), or to one address the user names. The listener
+//! prints each datagram with its sender, one line each, bytes that are not
+//! UTF-8 shown as `\xNN`.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result, cause};
+use crate::{net, text};
+
+/// What `broadcast send` sends, where and how often.
+#[derive(Debug, Clone)]
+pub struct SendConfig {
+    pub message: Vec<u8>,
+    pub port: u16,
+    pub interval: Duration,
+    /// Datagrams per destination; 0 = until stopped.
+    pub count: u64,
+    /// One destination instead of every interface's broadcast address.
+    pub to: Option<IpAddr>,
+}
+
+/// Sends `config.message` every `config.interval`, printing a line per
+/// datagram to `out`. Stops after `count` rounds or on `shutdown`.
+pub async fn send(
+    config: &SendConfig,
+    out: &mut impl Write,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let local: SocketAddr = match config.to {
+        Some(IpAddr::V6(_)) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        _ => (Ipv4Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = net::bind_udp_broadcast(local, false)?;
+    let mut ticks = tokio::time::interval(config.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round = 0u64;
+    while config.count == 0 || round < config.count {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+        round += 1;
+        send_round(&socket, config, out).await?;
+    }
+    Ok(())
+}
+
+/// One datagram to each destination. Interfaces are listed afresh every
+/// round, so a board that joins Wi-Fi after starting is still heard.
+async fn send_round(socket: &UdpSocket, config: &SendConfig, out: &mut impl Write) -> Result<()> {
+    let destinations: Vec<(SocketAddr, Option<String>)> = match config.to {
+        Some(ip) => vec![(SocketAddr::new(ip, config.port), None)],
+        None => net::broadcast_targets()?
+            .into_iter()
+            .map(|t| {
+                (
+                    SocketAddr::new(t.broadcast.into(), config.port),
+                    Some(t.interface),
+                )
+            })
+            .collect(),
+    };
+    if destinations.is_empty() {
+        return Err(Error::Input {
+            what: "nowhere to broadcast".into(),
+            why: "no up, broadcast-capable IPv4 interface; name a destination with --to".into(),
+        });
+    }
+    let mut failures = Vec::new();
+    for (dest, interface) in &destinations {
+        let via = interface
+            .as_deref()
+            .map(|i| format!(" ({i})"))
+            .unwrap_or_default();
+        match socket.send_to(&config.message, dest).await {
+            Ok(n) => writeln!(out, "sent {n} bytes to {dest}{via}").map_err(Error::Stdout)?,
+            Err(e) => {
+                tracing::warn!("cannot send to {dest}{via}: {}", cause(&e));
+                failures.push((dest, e));
+            }
+        }
+    }
+    out.flush().map_err(Error::Stdout)?;
+    if failures.len() == destinations.len()
+        && let Some((dest, e)) = failures.pop()
+    {
+        return Err(Error::io(format!("cannot send to {dest}"), e));
+    }
+    Ok(())
+}
+
+/// What `broadcast listen` prints.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenConfig {
+    /// Stop after this many datagrams; 0 = until stopped.
+    pub count: u64,
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Heard<'a> {
+    from: SocketAddr,
+    bytes: usize,
+    /// The datagram as printable text (`\xNN` for bytes that are not UTF-8).
+    text: &'a str,
+}
+
+/// Prints every datagram that reaches `socket` until `count` or `shutdown`.
+pub async fn listen(
+    socket: UdpSocket,
+    config: ListenConfig,
+    out: &mut impl Write,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    // The largest UDP payload: a datagram is never cut short.
+    let mut buf = vec![0u8; 65_536];
+    let mut heard = 0u64;
+    while config.count == 0 || heard < config.count {
+        let (n, from) = tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(got) => got,
+                // An ICMP error for something we never sent (Linux reports
+                // them on unconnected sockets too): not ours to stop for.
+                Err(e) => {
+                    tracing::debug!("receive error: {}", cause(&e));
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        heard += 1;
+        let shown = text::escaped(&buf[..n]);
+        if config.json {
+            let line = serde_json::to_string(&Heard {
+                from,
+                bytes: n,
+                text: &shown,
+            })
+            .map_err(|e| Error::io("cannot encode JSON", e.into()))?;
+            writeln!(out, "{line}")
+        } else {
+            writeln!(out, "{from}: {shown}")
+        }
+        .and_then(|()| out.flush())
+        .map_err(Error::Stdout)?;
+    }
+    Ok(())
+}
