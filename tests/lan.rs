@@ -389,9 +389,14 @@ fn garbage_never_crashes_respond_or_discover() {
     ] {
         junk.send_to(crafted, server.addr).expect("send");
     }
+    // The flood may have filled the responder's receive buffer (the kernel
+    // then drops datagrams, ours too): ask again, a bounded number of times.
     let probe_src = source("127.0.0.32");
-    probe_src.send_to(&probe(7), server.addr).expect("send");
-    assert_eq!(replies(&probe_src).len(), 1, "the responder still answers");
+    let answered = (0..5).any(|seq| {
+        probe_src.send_to(&probe(seq), server.addr).expect("send");
+        !replies(&probe_src).is_empty()
+    });
+    assert!(answered, "the responder still answers");
 
     // discover against a fake responder that answers with garbage first.
     let fake = UdpSocket::bind("127.0.0.33:0").expect("bind");
