@@ -128,17 +128,8 @@ pub async fn listen(
     let mut buf = vec![0u8; 65_536];
     let mut heard = 0u64;
     while config.count == 0 || heard < config.count {
-        let (n, from) = tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(got) => got,
-                // An ICMP error for something we never sent (Linux reports
-                // them on unconnected sockets too): not ours to stop for.
-                Err(e) => {
-                    tracing::debug!("receive error: {}", cause(&e));
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return Ok(()),
+        let Some((n, from)) = super::next_datagram(&socket, &mut buf, shutdown).await else {
+            return Ok(());
         };
         heard += 1;
         let shown = text::escaped(&buf[..n]);

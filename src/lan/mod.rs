@@ -8,3 +8,27 @@ pub mod broadcast;
 pub mod discover;
 pub mod protocol;
 pub mod respond;
+
+use std::net::SocketAddr;
+
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+/// The next datagram on `socket` (its length and sender), or `None` once
+/// `shutdown` is cancelled. Receive errors are skipped: on Linux they are
+/// ICMP errors about earlier sends (a peer that left), not about us.
+async fn next_datagram(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    shutdown: &CancellationToken,
+) -> Option<(usize, SocketAddr)> {
+    loop {
+        tokio::select! {
+            r = socket.recv_from(buf) => match r {
+                Ok(got) => return Some(got),
+                Err(e) => tracing::debug!("receive error: {}", crate::error::cause(&e)),
+            },
+            _ = shutdown.cancelled() => return None,
+        }
+    }
+}

@@ -182,17 +182,8 @@ async fn serve(
     // makes its allowance smaller.
     let mut buf = vec![0u8; 2048];
     loop {
-        let (n, from) = tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(got) => got,
-                Err(e) => {
-                    // ICMP errors for earlier replies land here; they are
-                    // about a peer that left, not about us.
-                    tracing::debug!("receive error: {}", cause(&e));
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return Ok(()),
+        let Some((n, from)) = super::next_datagram(&socket, &mut buf, &shutdown).await else {
+            return Ok(());
         };
         let received = Instant::now();
         let Some(answer) = responder.answer(&buf[..n], from, own_port) else {
