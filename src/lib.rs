@@ -24,8 +24,10 @@
 //! - [`messages`]: where clients' messages come from (arguments or stdin).
 //! - [`text`]: making untrusted bytes safe to print on a terminal.
 //! - [`error`]: the typed error all of the above return; `main` prints it.
+//! - [`ping`]: round-trip times to any UDP (or TCP) echo server, with
+//!   late, duplicate and reordered replies told apart (seed 002).
 //!
-//! Later services (lan, ping, transfer) slot in beside `echo` and
+//! Later services (lan, transfer) slot in beside `echo` and
 //! `json` with the same shape: a `cli` subcommand, a branch in [`run`], and
 //! a module with `protocol`/`server`/`client`.
 
@@ -36,6 +38,7 @@ pub mod error;
 pub mod json;
 pub mod messages;
 pub mod net;
+pub mod ping;
 pub mod run;
 pub mod service;
 pub mod shutdown;
