@@ -290,10 +290,29 @@ impl Tracker {
         }
     }
 
-    /// The figures of the run so far; `elapsed_ns` is its duration.
+    /// Probes unanswered at `now_ns` whose `-W` has not run out yet: their
+    /// fate is unknown, so a run cut short (Ctrl-C, `-w`) does not count
+    /// them as lost.
+    pub fn in_flight(&self, now_ns: u64) -> u64 {
+        let mut n = 0;
+        for seq in (1..=self.sent).rev().take(WINDOW) {
+            let slot = &self.slots[seq as usize % WINDOW];
+            if slot.sent_ns.saturating_add(self.wait_ns) <= now_ns {
+                break;
+            }
+            if slot.state == SlotState::Waiting {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The figures of the run so far; `elapsed_ns` is its duration (and
+    /// the time [`Tracker::in_flight`] is judged at).
     pub fn summary(&self, elapsed_ns: u64) -> Summary {
         Summary {
             transmitted: self.sent,
+            in_flight: self.in_flight(elapsed_ns),
             received: self.received,
             duplicates: self.duplicates,
             late: self.late,
@@ -385,6 +404,9 @@ pub struct RttFigures {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
     pub transmitted: u64,
+    /// Probes still waiting within `-W` when the run ended: neither
+    /// received nor lost.
+    pub in_flight: u64,
     pub received: u64,
     pub duplicates: u64,
     pub late: u64,
@@ -397,13 +419,15 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Share of probes not answered in time, in percent (0 when none was
-    /// sent). Duplicates and late replies never lower it.
+    /// Share of probes not answered in time, in percent, among those whose
+    /// fate is known (0 when there are none). Duplicates and late replies
+    /// never lower it; probes in flight at the end do not raise it.
     pub fn loss_percent(&self) -> f64 {
-        if self.transmitted == 0 {
+        let settled = self.transmitted - self.in_flight;
+        if settled == 0 {
             0.0
         } else {
-            (self.transmitted - self.received) as f64 * 100.0 / self.transmitted as f64
+            settled.saturating_sub(self.received) as f64 * 100.0 / settled as f64
         }
     }
 
@@ -439,6 +463,9 @@ impl Summary {
         if self.errors > 0 {
             let _ = write!(s, ", +{} errors", self.errors);
         }
+        if self.in_flight > 0 {
+            let _ = write!(s, ", {} in flight", self.in_flight);
+        }
         let _ = writeln!(
             s,
             ", {}% packet loss, time {}ms",
@@ -460,14 +487,15 @@ impl Summary {
         s
     }
 
-    /// Every figure as one JSON object (times in ms; `rtt_ms` is null when
-    /// nothing was received).
+    /// Every figure as one JSON object (times in ms to the nanosecond, so
+    /// loopback figures of a few microseconds keep their precision; `rtt_ms`
+    /// is null when nothing was received).
     pub fn json(&self, target: &str, protocol: &str, size: usize) -> serde_json::Value {
         let rtt = self.rtt.map(|r| {
             json!({
-                "min": round_us(r.min), "avg": round_us(r.avg), "max": round_us(r.max),
-                "mdev": round_us(r.mdev), "p50": round_us(r.p50), "p90": round_us(r.p90),
-                "p99": round_us(r.p99), "p99_9": round_us(r.p999),
+                "min": round_ns(r.min), "avg": round_ns(r.avg), "max": round_ns(r.max),
+                "mdev": round_ns(r.mdev), "p50": round_ns(r.p50), "p90": round_ns(r.p90),
+                "p99": round_ns(r.p99), "p99_9": round_ns(r.p999),
             })
         });
         json!({
@@ -475,6 +503,7 @@ impl Summary {
             "protocol": protocol,
             "size": size,
             "transmitted": self.transmitted,
+            "in_flight": self.in_flight,
             "received": self.received,
             "duplicates": self.duplicates,
             "late": self.late,
@@ -489,9 +518,9 @@ impl Summary {
     }
 }
 
-/// Milliseconds rounded to the microsecond, as the text shows them.
-fn round_us(ms: f64) -> f64 {
-    (ms * 1e3).round() / 1e3
+/// Milliseconds rounded to the nanosecond.
+fn round_ns(ms: f64) -> f64 {
+    (ms * 1e6).round() / 1e6
 }
 
 /// A number as C's `%g` prints it (6 significant digits, no trailing
@@ -717,8 +746,31 @@ mod tests {
         let j = s.json("127.0.0.1:12000", "udp", 64);
         assert_eq!(j["transmitted"], 3);
         assert_eq!(j["received"], 1);
-        assert_eq!(j["rtt_ms"]["p99_9"], 0.5);
+        let p999 = j["rtt_ms"]["p99_9"].as_f64().unwrap();
+        assert!((p999 - 0.5).abs() < 0.001, "{j}");
+        assert_eq!(j["rtt_ms"]["min"], 0.5);
         assert_eq!(j["samples"], 1);
+    }
+
+    #[test]
+    fn probes_still_within_w_at_the_end_are_in_flight_not_lost() {
+        let mut t = Tracker::new(7, 100 * MS);
+        t.send(0);
+        t.send(10 * MS);
+        t.send(150 * MS);
+        t.send(160 * MS);
+        t.reply(&probe(7, 4, 160 * MS), 161 * MS);
+        // At 200 ms: 1 and 2 are lost, 3 is in flight, 4 received.
+        let s = t.summary(200 * MS);
+        assert_eq!((s.transmitted, s.in_flight, s.received), (4, 1, 1));
+        assert_eq!(format_g(s.loss_percent()), "66.6667");
+        assert!(
+            s.text("h:1")
+                .contains("4 packets transmitted, 1 received, 1 in flight, 66.6667% packet loss")
+        );
+        // Once its -W has run out, it is lost.
+        assert_eq!(t.summary(250 * MS).in_flight, 0);
+        assert_eq!(t.summary(250 * MS).loss_percent(), 75.0);
     }
 
     #[test]
