@@ -243,7 +243,7 @@ impl<W: Write> Session<W> {
                 } else {
                     last_sent_ns.saturating_add(wait_ns)
                 }
-            } else if self.tracker.all_answered() {
+            } else if self.tracker.in_flight(now) == 0 {
                 break Ok(());
             } else {
                 last_sent_ns.saturating_add(wait_ns)
@@ -265,8 +265,13 @@ impl<W: Write> Session<W> {
                     break Err(e);
                 }
                 if interval_ns > 0 {
-                    // Keep the schedule; if we fell behind, do not burst.
-                    next_send_ns = next_send_ns.saturating_add(interval_ns).max(last_sent_ns);
+                    // Keep the schedule; if we fell a whole interval behind
+                    // (a stalled machine), start it afresh instead of
+                    // sending the missed probes in a burst.
+                    next_send_ns = next_send_ns.saturating_add(interval_ns);
+                    if next_send_ns <= last_sent_ns {
+                        next_send_ns = last_sent_ns.saturating_add(interval_ns);
+                    }
                 }
                 continue;
             }

@@ -166,8 +166,6 @@ pub struct Tracker {
     /// ICMP errors (port unreachable) reported for probes after the first
     /// reply.
     errors: u64,
-    /// Probes answered at least once (fresh or late).
-    answered: u64,
     /// Highest sequence number answered fresh so far.
     highest: u64,
     rtt: RttStats,
@@ -188,7 +186,6 @@ impl Tracker {
             reordered: 0,
             foreign: 0,
             errors: 0,
-            answered: 0,
             highest: 0,
             rtt: RttStats::new(),
         }
@@ -228,11 +225,6 @@ impl Tracker {
         slot.seq == seq && slot.state == SlotState::Answered
     }
 
-    /// Whether every probe sent so far has been answered.
-    pub fn all_answered(&self) -> bool {
-        self.answered == self.sent
-    }
-
     /// Counts an error (ICMP) reported for a probe.
     pub fn error(&mut self) {
         self.errors += 1;
@@ -270,7 +262,6 @@ impl Tracker {
             return Reply::Duplicate { seq, rtt_ns };
         }
         slot.state = SlotState::Answered;
-        self.answered += 1;
         if rtt_ns > self.wait_ns {
             self.late += 1;
             return Reply::Late { seq, rtt_ns };
@@ -607,9 +598,10 @@ mod tests {
                 reordered: false
             }
         );
-        assert!(t.is_answered(1) && !t.is_answered(2) && !t.all_answered());
+        assert!(t.is_answered(1) && !t.is_answered(2));
+        assert_eq!(t.in_flight(3 * MS), 1);
         t.reply(&probe(7, 2, 10 * MS), 14 * MS);
-        assert!(t.all_answered());
+        assert_eq!(t.in_flight(14 * MS), 0);
         let s = t.summary(20 * MS);
         assert_eq!((s.transmitted, s.received, s.loss_percent()), (2, 2, 0.0));
         let r = s.rtt.unwrap();
