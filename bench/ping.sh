@@ -60,7 +60,7 @@ RESULTS=$WORK/results.txt
 sockit_ping() {
 	local out port=${*: -1}
 	out=$(timeout $((DURATION + 30)) "${@:1:$#-1}" "$SOCKIT" ping 127.0.0.1 "$port" -i 0 -w "$DURATION" -s "$SIZE" -W 1 --json) ||
-		die "sockit ping against port $port failed"
+		die "sockit ping against port $port failed; server output: $(cat "$WORK"/*.err 2>/dev/null | tail -n 5)"
 	python3 -c 'import json,sys; d=json.loads(sys.argv[1]); r=d["rtt_ms"]
 print("%.3f %.3f %d %s" % (r["p50"]*1e3, r["p99"]*1e3, d["samples"], d["loss_percent"]))' "$out"
 }
