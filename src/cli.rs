@@ -53,7 +53,8 @@ pub enum Command {
         A reply is matched to its probe by run id, sequence number and send time. A reply \
         after -W seconds is reported as late and not counted as received; further copies of \
         a reply are duplicates, counted on their own (loss never goes negative); replies to \
-        someone else's probes are ignored. Ctrl-C prints the summary. Exit 0 if any probe \
+        someone else's probes are ignored. Probes still within -W when the run is cut short \
+        (Ctrl-C, -w) are shown as in flight, not lost. Ctrl-C prints the summary. Exit 0 if any probe \
         was answered in time, 1 otherwise. -q (global) prints only the summary."
     )]
     Ping(Ping),
