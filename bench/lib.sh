@@ -37,10 +37,14 @@ cleanup() {
 }
 
 # start NAME CMD...: runs CMD in the background, stdout/stderr to
-# $WORK/NAME.out/.err; sets LAST_PID.
+# $WORK/NAME.out/.err; sets LAST_PID. The files are emptied before CMD is
+# launched: the background job's own redirection may run later, and a
+# wait_line on a NAME used before must not read the last process's port.
 start() {
 	local name=$1
 	shift
+	: >"$WORK/$name.out"
+	: >"$WORK/$name.err"
 	"$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
 	LAST_PID=$!
 	PIDS+=("$LAST_PID")

@@ -68,6 +68,19 @@ pub enum Command {
         so a responder cannot be used to flood anyone."
     )]
     Respond(Respond),
+    /// Round-trip times to any UDP echo server (or over TCP), as ping prints them (seed 002)
+    #[command(
+        long_about = "Send numbered, timestamped probes to a UDP echo server (sockit's, socat's, \
+        the seed's upper-casing UDPServer.py) and print each reply's round-trip time, then \
+        iputils ping's summary plus percentiles.\n\n\
+        A reply is matched to its probe by run id, sequence number and send time. A reply \
+        after -W seconds is reported as late and not counted as received; further copies of \
+        a reply are duplicates, counted on their own (loss never goes negative); replies to \
+        someone else's probes are ignored. Probes still within -W when the run is cut short \
+        (Ctrl-C, -w) are shown as in flight, not lost. Ctrl-C prints the summary. Exit 0 if any probe \
+        was answered in time, 1 otherwise. -q (global) prints only the summary."
+    )]
+    Ping(Ping),
 }
 
 #[derive(Debug, Subcommand)]
@@ -354,6 +367,58 @@ pub struct ChatJoin {
     pub wait: Duration,
 }
 
+#[derive(Debug, Args)]
+pub struct Ping {
+    /// Server host name or address
+    pub host: String,
+
+    /// Server port
+    #[arg(default_value_t = 12000, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+
+    /// Stop after COUNT probes [default: until Ctrl-C or -w]
+    #[arg(short, long, value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Seconds between probes; 0 = the next as soon as the last is answered or timed out
+    #[arg(short, long, value_name = "SECS", default_value = "1", value_parser = interval)]
+    pub interval: Duration,
+
+    /// Seconds a reply may take to count as received; later ones are reported as late
+    #[arg(short = 'W', long, value_name = "SECS", default_value = "1", value_parser = seconds)]
+    pub wait: Duration,
+
+    /// Stop after SECS seconds in all, whatever -c says
+    #[arg(short = 'w', long, value_name = "SECS", value_parser = seconds)]
+    pub deadline: Option<Duration>,
+
+    /// Probe size in bytes (at least 56: header and newline)
+    #[arg(short, long, value_name = "BYTES", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(crate::ping::protocol::MIN_SIZE as u64..=crate::ping::protocol::MAX_SIZE as u64))]
+    pub size: u64,
+
+    /// Print one JSON object with every figure instead of text
+    #[arg(long)]
+    pub json: bool,
+
+    /// Probe over one TCP connection to an echo server (also reports the connect time)
+    #[arg(long)]
+    pub tcp: bool,
+
+    /// Only the summary: set from the global -q by main.
+    #[arg(skip)]
+    pub quiet: bool,
+}
+
+/// Like [`seconds`], but 0 is allowed.
+fn interval(s: &str) -> Result<Duration, String> {
+    if s.parse::<f64>() == Ok(0.0) {
+        Ok(Duration::ZERO)
+    } else {
+        seconds(s)
+    }
+}
+
 fn nick(s: &str) -> Result<String, String> {
     if crate::chat::protocol::valid_nick(s) {
         Ok(s.to_string())
@@ -456,5 +521,8 @@ mod tests {
         assert!(device_name("").is_err());
         assert!(device_name("a\x1b[2J").is_err());
         assert!(device_name(&"x".repeat(65)).is_err());
+        assert_eq!(interval("0"), Ok(Duration::ZERO));
+        assert_eq!(interval("0.2"), Ok(Duration::from_millis(200)));
+        assert!(interval("-1").is_err());
     }
 }

@@ -58,6 +58,17 @@ pub enum Error {
     /// Input the user gave that was wrong, found while running (exit 1).
     #[error("{what} ({why})")]
     Input { what: String, why: String },
+
+    /// A ping got no reply in time to any of its probes.
+    #[error("no reply from {peer} ({sent} probes sent, none answered within {} s{})",
+        secs(*.waited), if *.late > 0 { format!("; {late} answered late") } else { String::new() })]
+    NoAnswers {
+        peer: String,
+        sent: u64,
+        waited: Duration,
+        /// Replies that came after `-W`: the server is there, but slow.
+        late: u64,
+    },
 }
 
 impl Error {

@@ -26,8 +26,10 @@
 //! - [`messages`]: where clients' messages come from (arguments or stdin).
 //! - [`text`]: making untrusted bytes safe to print on a terminal.
 //! - [`error`]: the typed error all of the above return; `main` prints it.
+//! - [`ping`]: round-trip times to any UDP (or TCP) echo server, with
+//!   late, duplicate and reordered replies told apart (seed 002).
 //!
-//! Later services (ping, transfer) slot in beside `echo` and
+//! Later services (transfer) slot in beside `echo` and
 //! `json` with the same shape: a `cli` subcommand, a branch in [`run`], and
 //! a module with `protocol`/`server`/`client`.
 
@@ -39,6 +41,7 @@ pub mod json;
 pub mod lan;
 pub mod messages;
 pub mod net;
+pub mod ping;
 pub mod run;
 pub mod service;
 pub mod shutdown;

@@ -9,7 +9,11 @@ use sockit::cli::Cli;
 
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits 2.
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // ping's -q (summary only) is the global -q.
+    if let sockit::cli::Command::Ping(ping) = &mut cli.command {
+        ping.quiet = cli.quiet > 0;
+    }
     init_tracing(cli.verbose, cli.quiet);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{BroadcastCommand, ChatCommand, Command, EchoCommand, JsonCommand};
 use crate::error::{Error, Result};
 use crate::messages::Messages;
-use crate::{chat, echo, json, lan, net};
+use crate::{chat, echo, json, lan, net, ping};
 
 /// File descriptors kept back from the connection cap for listeners,
 /// stdio and the runtime.
@@ -173,6 +173,23 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<()> {
             };
             announce(local)?;
             lan::respond::run(v4, v6, config, std::io::stdout(), shutdown).await
+        }
+        Command::Ping(args) => {
+            let config = ping::client::Config {
+                host: args.host,
+                port: args.port,
+                count: args.count,
+                interval: args.interval,
+                wait: args.wait,
+                deadline: args.deadline,
+                size: args.size as usize,
+                json: args.json,
+                quiet: args.quiet,
+                tcp: args.tcp,
+            };
+            // Ctrl-C ends the run with its summary, so the client watches
+            // the token itself instead of being cancelled.
+            ping::client::ping(config, shutdown, std::io::stdout()).await
         }
     }
 }
