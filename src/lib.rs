@@ -19,13 +19,15 @@
 //!   (seed 004 task 4-4).
 //! - [`chat`]: a line-based chat room with nicks and commands, and its
 //!   client (seed 004 tasks 4 to 4-3).
+//! - [`transfer`]: files and directories over TCP, BLAKE3-verified,
+//!   resumable and written atomically (seed 002 file I/O).
 //! - [`service`]: what every TCP server shares (connection cap, accept
 //!   with backoff, a task per connection, shutdown with a grace period).
 //! - [`messages`]: where clients' messages come from (arguments or stdin).
 //! - [`text`]: making untrusted bytes safe to print on a terminal.
 //! - [`error`]: the typed error all of the above return; `main` prints it.
 //!
-//! Later services (lan, ping, transfer) slot in beside `echo` and
+//! Later services (lan, ping) slot in beside `echo` and
 //! `json` with the same shape: a `cli` subcommand, a branch in [`run`], and
 //! a module with `protocol`/`server`/`client`.
 
@@ -40,5 +42,6 @@ pub mod run;
 pub mod service;
 pub mod shutdown;
 pub mod text;
+pub mod transfer;
 
 pub use error::{Error, Result};
