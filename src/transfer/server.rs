@@ -245,11 +245,11 @@ fn session(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Result<T
                         Reply::Ok
                     }
                     Err(reason) => {
-                        tracing::warn!(
-                            "{peer}: refused directory '{}' ({})",
+                        report(&format!(
+                            "refused {}/ from {peer} ({})",
                             crate::text::printable(&path),
                             reason.message
-                        );
+                        ));
                         tally.failed += 1;
                         Reply::Refused(reason)
                     }
@@ -533,11 +533,11 @@ fn receive_file(
 ) -> io::Result<Step> {
     let mut writer = stream;
     let refuse = |writer: &mut &TcpStream, tally: &mut Tally, reason: Reason| {
-        tracing::warn!(
-            "{peer}: '{}' refused ({})",
+        report(&format!(
+            "refused {} from {peer} ({})",
             crate::text::printable(&offer.path),
             reason.message
-        );
+        ));
         tally.failed += 1;
         writer.write_all(&Reply::Refused(reason).encode())
     };
@@ -600,28 +600,34 @@ fn receive_file(
     let streamed = stream_data(reader, file, hasher, expected);
     let result = match streamed {
         Streamed::Lost(e) => {
-            tracing::warn!(
-                "{peer}: '{}': connection lost mid-file ({}); kept for resume",
+            let held = fs::metadata(&target.partial).map(|m| m.len()).unwrap_or(0);
+            tally.failed += 1;
+            report(&format!(
+                "interrupted {} from {peer} at {held} of {} bytes ({}); kept for a resume",
                 target.shown,
+                offer.size,
                 cause(&e)
-            );
+            ));
             return Ok(Step::Stop);
         }
         Streamed::Protocol(why) => {
             let _ = fs::remove_file(&target.partial);
-            tally.failed += 1;
-            writer.write_all(&Reply::Refused(Reason::new(Code::Protocol, why)).encode())?;
+            refuse(&mut writer, tally, Reason::new(Code::Protocol, why))?;
             return Ok(Step::Stop);
         }
         Streamed::WriteFailed { error, early } => {
             let _ = fs::remove_file(&target.partial);
             let reason = io_reason("cannot write it", &error);
-            tracing::warn!("{peer}: {}", reason.message);
-            tally.failed += 1;
             // The verdict went out as soon as the write failed (`early`),
             // unless the failure came with the last chunk.
-            if !early {
-                writer.write_all(&Reply::Refused(reason).encode())?;
+            if early {
+                tally.failed += 1;
+                report(&format!(
+                    "refused {} from {peer} ({})",
+                    target.shown, reason.message
+                ));
+            } else {
+                refuse(&mut writer, tally, reason)?;
             }
             return Ok(Step::Next);
         }
