@@ -728,7 +728,8 @@ enum Streamed {
     /// The end marker came; `digest` is the sender's.
     Done {
         file: File,
-        hasher: blake3::Hasher,
+        /// Boxed: a BLAKE3 state is about 2 KB.
+        hasher: Box<blake3::Hasher>,
         digest: [u8; 32],
         received: u64,
     },
@@ -871,7 +872,7 @@ fn stream_data(
             (Ok(_), Some(error)) => Streamed::WriteFailed { error, early },
             (Ok((Some(digest), received)), None) => Streamed::Done {
                 file,
-                hasher,
+                hasher: Box::new(hasher),
                 digest,
                 received,
             },
