@@ -33,6 +33,9 @@ use crate::net;
 /// enough that an early verdict stops the data quickly.
 const CHUNK: usize = 1 << 20;
 
+/// The hashing thread reads (and hashes) in pieces this big.
+const HASH_PIECE: usize = 1 << 20;
+
 /// How long to wait for any reply from the receiver. Generous: the verdict
 /// on a large file comes after the receiver's fsync of it.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -620,10 +623,10 @@ fn hash_range(
     size: u64,
     mut hasher: blake3::Hasher,
 ) -> io::Result<Digest> {
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; HASH_PIECE];
     let mut pos = start;
     while pos < size {
-        let want = (size - pos).min(CHUNK as u64) as usize;
+        let want = (size - pos).min(HASH_PIECE as u64) as usize;
         file.read_exact_at(&mut buf[..want], pos)?;
         hasher.update(&buf[..want]);
         pos += want as u64;
