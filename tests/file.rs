@@ -728,3 +728,73 @@ fn receiver_stops_promptly_on_sigterm_even_mid_session() {
     assert!(took < Duration::from_secs(1), "took {took:?}");
     assert!(!dst.join("slow.bin").exists());
 }
+
+#[test]
+fn permission_denied_on_the_receiver_is_a_clear_error_on_both_sides() {
+    // Root may write anywhere, so the receiver runs as nobody in a
+    // directory only root may write to.
+    let dst = TempDir::new("perm");
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(common::sockit_bin())
+        .args([
+            "file",
+            "receive",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-d",
+            dst.str(),
+        ]);
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status();
+    if !matches!(probe, Ok(s) if s.success()) {
+        eprintln!(
+            "SKIPPED permission_denied_on_the_receiver_is_a_clear_error_on_both_sides: \
+             cannot run a process as nobody with setpriv (needs root): {probe:?}"
+        );
+        return;
+    }
+    let server = Server::command(&mut cmd);
+    let src = TempDir::new("perm-src");
+    fs::write(src.join("f.txt"), b"data").unwrap();
+    let out = send(server.port(), &[&src.join("f.txt")], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot send 'f.txt' (cannot create a temporary file on the receiver (permission denied))"),
+        "{err}"
+    );
+    let line = server.next_line();
+    assert!(line.starts_with("refused f.txt from 127.0.0.1:"), "{line}");
+    assert!(line.ends_with("(permission denied))"), "{line}");
+    assert_eq!(fs::read_dir(dst.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_symlinked_argument_is_sent_under_its_own_name() {
+    let src = TempDir::new("symarg-src");
+    let dst = TempDir::new("symarg-dst");
+    fs::write(src.join("real.txt"), b"real").unwrap();
+    symlink(src.join("real.txt"), src.join("alias.txt")).unwrap();
+    fs::create_dir(src.join("d")).unwrap();
+    symlink(src.join("real.txt"), src.join("d/inner-link")).unwrap();
+    let server = receiver(&dst, &[]);
+    let out = send(
+        server.port(),
+        &[&src.join("alias.txt"), &src.join("d")],
+        &[],
+    );
+    assert_ok(&out);
+    assert_eq!(fs::read(dst.join("alias.txt")).unwrap(), b"real");
+    // Symlinks inside a directory are skipped (with a warning), not followed.
+    assert!(dst.join("d").is_dir());
+    assert!(!dst.join("d/inner-link").exists());
+    assert!(
+        stderr(&out).contains("skipping symlink"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -18,7 +18,7 @@ use std::io::{self, BufReader, IsTerminal, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -123,9 +123,14 @@ fn walk(paths: &[PathBuf]) -> Vec<Item> {
                 continue;
             }
         };
-        let name = fs::canonicalize(path)
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_owned()));
+        // The name as given (a symlink keeps its own name); `.`, `..` and
+        // the like are resolved to the directory's real name.
+        let name = match path.components().next_back() {
+            Some(Component::Normal(n)) => Some(n.to_owned()),
+            _ => fs::canonicalize(path)
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_owned())),
+        };
         let Some(name) = name else {
             items.push(broken(
                 &shown,
