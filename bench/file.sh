@@ -9,7 +9,10 @@
 # and b3sum (one thread) on the source, for the cost of hashing alone.
 # The source file is read once beforehand, so every run reads it from the
 # page cache. Each tool's time runs from starting the sender to the
-# receiver having exited (so sockit's fsync and rename are included).
+# receiver having exited (so sockit's fsync and rename are included; nc and
+# socat do not sync, so with DEST=disk part of their writing to disk
+# happens after their clock stops). Before each run, `sync` flushes what
+# the previous one left dirty.
 # Every copy is checked with b3sum afterwards (not timed).
 #
 # Environment (defaults in brackets):
@@ -80,6 +83,8 @@ avail_mb=$(($(df -Pk "$WORK" | awk 'NR==2 {print $4}') / 1024))
 
 echo "file.sh: writing a ${SIZE_MB} MiB random source file" >&2
 head -c "$((SIZE_MB * 1024 * 1024))" /dev/urandom >"$SRC"
+# Written back once now, so no tool's run pays for the source's writeback.
+sync
 cat "$SRC" >/dev/null
 BYTES=$(stat -c %s "$SRC")
 SRC_HASH=$(b3sum --no-names "$SRC")
@@ -193,6 +198,8 @@ declare -A RATES
 for ((r = 1; r <= RUNS; r++)); do
 	echo "file.sh: round $r of $RUNS" >&2
 	for tool in sockit nc socat; do
+		# Flush the previous copy's dirty pages (DEST=disk) before timing.
+		sync
 		"run_$tool"
 		secs=$RESULT
 		rate=$(mibps "$secs")
