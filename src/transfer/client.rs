@@ -4,7 +4,8 @@
 //! The data path is blocking I/O on two threads per file: this thread
 //! moves the file into the socket with `sendfile(2)` (no copy through user
 //! space; plain `pread`+`write` where the file system cannot), while a
-//! hashing thread reads the same range with `pread` and feeds BLAKE3 (SIMD).
+//! hashing thread feeds BLAKE3 (SIMD) from a memory map of the file
+//! (`pread` for small and resumed files).
 //! Hashing and the network so overlap on two cores and neither waits for a
 //! pre-pass over the file. If the file changes while it is sent, the bytes
 //! sent and the bytes hashed can differ: the receiver then rejects the
@@ -32,6 +33,10 @@ use crate::net;
 /// Bytes per data chunk: large enough that per-chunk costs vanish, small
 /// enough that an early verdict stops the data quickly.
 const CHUNK: usize = 1 << 20;
+
+/// Files at least this big are hashed through a memory map (see
+/// [`hash_mapped`]); smaller ones, and resumed ones, with `pread`.
+const MMAP_MIN: u64 = 1 << 20;
 
 /// The hashing thread reads (and hashes) in pieces this big.
 const HASH_PIECE: usize = 1 << 20;
@@ -501,7 +506,7 @@ fn send_file(
     outcome.resumed = start;
     s.progress.inc(start);
 
-    let streamed = stream_file(s, file, start, size, hasher)?;
+    let streamed = stream_file(s, file, &item.source, start, size, hasher)?;
     outcome.sent = streamed.sent;
     match streamed.end {
         StreamEnd::Sent(digest) => {
@@ -572,12 +577,19 @@ struct Streamed {
 fn stream_file(
     s: &Session,
     file: &File,
+    source: &Path,
     start: u64,
     size: u64,
     hasher: blake3::Hasher,
 ) -> Result<Streamed> {
     std::thread::scope(|scope| {
-        let hashing = scope.spawn(move || hash_range(file, start, size, hasher));
+        let hashing = scope.spawn(move || {
+            if start == 0 && size >= MMAP_MIN {
+                hash_mapped(source, size)
+            } else {
+                hash_range(file, start, size, hasher)
+            }
+        });
         let mut copier = Copier::new();
         let mut pos = start;
         let mut end = None;
@@ -619,6 +631,22 @@ fn stream_file(
         };
         Ok(Streamed { end, sent })
     })
+}
+
+/// BLAKE3 of a whole file through blake3's own memory map of it
+/// (`Hasher::update_mmap`): the hash reads the page cache directly, which
+/// saves copying every byte into a buffer first (a third of the sender's
+/// CPU time with `pread`). The map covers the file as it is now; if it no
+/// longer has `size` bytes, that is an error (the receiver would reject
+/// the copy anyway). Like b3sum, this relies on nobody truncating the file
+/// while it is hashed.
+fn hash_mapped(source: &Path, size: u64) -> io::Result<Digest> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_mmap(source)?;
+    if hasher.count() != size {
+        return Err(io::Error::other("the file changed size while it was sent"));
+    }
+    Ok(*hasher.finalize().as_bytes())
 }
 
 /// BLAKE3 of the whole file, continuing `hasher` (which holds `0..start`).
