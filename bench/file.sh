@@ -4,6 +4,7 @@
 # move a file, in one run:
 #   sockit   sockit file receive --once -d DEST  <-  sockit file send
 #   nc       nc -l 127.0.0.1 P > DEST/f          <-  nc -N 127.0.0.1 P < SRC
+#   nc+sync  the same, then `sync DEST/f` (fsync) inside the timed window
 #   socat    socat -u TCP-LISTEN:P CREATE:DEST/f <-  socat -u FILE:SRC TCP:127.0.0.1:P
 #   iperf3   one stream, memory to memory: the ceiling for one TCP connection
 # and b3sum (one thread) on the source, for the cost of hashing alone.
@@ -148,10 +149,15 @@ run_nc() {
 	t0=$(now)
 	timeout "$TIMEOUT" nc -N 127.0.0.1 "$port" <"$SRC" || die "nc failed"
 	finish "$pid"
+	# nc+sync: the same, made as durable as sockit's copy (fsync of the
+	# file), for a like-for-like figure when DEST=disk.
+	[[ ${1:-} == sync ]] && sync "$OUT/nc.bin"
 	t1=$(now)
 	verify nc "$OUT/nc.bin"
 	RESULT=$(echo "$t0 $t1" | awk '{printf "%.3f", $2 - $1}')
 }
+
+run_nc+sync() { run_nc sync; }
 
 run_socat() {
 	local port t0 t1
@@ -197,7 +203,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2
 declare -A RATES
 for ((r = 1; r <= RUNS; r++)); do
 	echo "file.sh: round $r of $RUNS" >&2
-	for tool in sockit nc socat; do
+	for tool in sockit nc nc+sync socat; do
 		# Flush the previous copy's dirty pages (DEST=disk) before timing.
 		sync
 		"run_$tool"
@@ -221,13 +227,14 @@ mkdir -p bench/results
 	echo "file transfer, loopback, ${SIZE_MB} MiB from the page cache into $DEST, $RUNS rounds (median MiB/s; all runs)"
 	echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  load: $(cut -d' ' -f1-3 /proc/loadavg)  cores: $(nproc)"
 	declare -A MED
-	for tool in sockit nc socat iperf3 b3sum; do
+	for tool in sockit nc nc+sync socat iperf3 b3sum; do
 		# shellcheck disable=SC2086
 		MED[$tool]=$(printf '%s\n' ${RATES[$tool]} | median)
-		printf '  %-7s %8.1f MiB/s   (%s)\n' "$tool" "${MED[$tool]}" "${RATES[$tool]% }"
+		printf '  %-8s %8.1f MiB/s   (%s)\n' "$tool" "${MED[$tool]}" "${RATES[$tool]% }"
 	done
-	awk -v s="${MED[sockit]}" -v n="${MED[nc]}" -v c="${MED[socat]}" -v i="${MED[iperf3]}" 'BEGIN {
+	awk -v s="${MED[sockit]}" -v n="${MED[nc]}" -v ns="${MED[nc+sync]}" -v c="${MED[socat]}" -v i="${MED[iperf3]}" 'BEGIN {
 		printf "  sockit/nc     %.2fx (target >= 1.5x)\n", s / n
+		printf "  sockit/nc+sync %.2fx\n", s / ns
 		printf "  sockit/socat  %.2fx\n", s / c
 		printf "  sockit/iperf3 %.0f%%  (target >= 60%%; iperf3 = %.1f Gbit/s)\n", 100 * s / i, i * 1048576 * 8 / 1e9
 	}'

@@ -714,6 +714,12 @@ fn install(config: &Config, target: &Target, file: File, mode: u32) -> Result<()
                     "a file of that name appeared on the receiver during the transfer",
                 ));
             }
+            // No hard links on this file system (FAT, some FUSE mounts):
+            // check, then rename. A file created in between would be
+            // replaced; on such file systems that narrow race is the price.
+            Err(_) if fs::symlink_metadata(&target.dest).is_err() => {
+                fs::rename(&target.partial, &target.dest).map_err(|e| fail("cannot rename", &e))?;
+            }
             Err(e) => return Err(fail("cannot link into place", &e)),
         }
     }
