@@ -469,6 +469,11 @@ fn crafted_paths_are_refused_and_nothing_is_written_outside() {
             String::from_utf8_lossy(path)
         );
     }
+    // An oversize path is read whole (the framing holds) and refused.
+    s.write_all(&file_offer(&vec![b'a'; 5000], 5)).unwrap();
+    let (kind, code, message) = read_reply(&mut s);
+    assert_eq!((kind, code), (b'R', 1), "{message}");
+    assert!(message.contains("5000 bytes long"), "{message}");
     // Directories are checked the same way.
     let mut dir = vec![b'D'];
     dir.extend_from_slice(&(11u16).to_be_bytes());
@@ -707,6 +712,21 @@ fn sender_errors_are_single_clear_lines() {
         "{err}"
     );
     assert_eq!(fs::read(dst.join("a")).unwrap(), b"a");
+
+    // A peer that is not a receiver and never answers: a timeout, not a hang.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    let out = sockit(&[
+        "file",
+        "send",
+        "127.0.0.1",
+        &port,
+        src.join("a").to_str().unwrap(),
+        "-w",
+        "0.5",
+    ]);
+    common::assert_error(&out, 1, "sockit: error: no reply from 127.0.0.1:");
+    drop(silent);
 
     // Usage errors exit 2.
     let out = sockit(&["file", "send", "127.0.0.1", "9009"]);

@@ -105,7 +105,8 @@ pub async fn send(config: Config) -> Result<()> {
         .and_then(|s| s.set_nonblocking(false).map(|()| s))
         .map_err(|e| Error::io("cannot set up the connection", e))?;
     let json = config.json;
-    tokio::task::spawn_blocking(move || run_session(stream, items, &peer, json))
+    let wait = config.wait;
+    tokio::task::spawn_blocking(move || run_session(stream, items, &peer, json, wait))
         .await
         .map_err(|e| Error::io("the sending thread failed", io::Error::other(e)))?
 }
@@ -253,7 +254,13 @@ struct Session<'a> {
 }
 
 /// Runs the whole session and prints the results.
-fn run_session(stream: TcpStream, items: Vec<Item>, peer: &str, json: bool) -> Result<()> {
+fn run_session(
+    stream: TcpStream,
+    items: Vec<Item>,
+    peer: &str,
+    json: bool,
+    wait: Duration,
+) -> Result<()> {
     let started = Instant::now();
     let total: u64 = items
         .iter()
@@ -272,7 +279,24 @@ fn run_session(stream: TcpStream, items: Vec<Item>, peer: &str, json: bool) -> R
 
     let (tx, replies) = mpsc::channel();
     let reading = stream.try_clone().map_err(lost)?;
-    let hello = read_hello(&reading).map_err(lost)?;
+    // A peer that is not a receiver (nc, a web server) may never answer:
+    // wait for the hello only as long as for the connection.
+    let hello = match read_hello(&reading, wait) {
+        Ok(hello) => hello,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Err(Error::NoReply {
+                peer: peer.to_string(),
+                waited: wait,
+            });
+        }
+        Err(e) => return Err(lost(e)),
+    };
+    let _ = reading.set_read_timeout(Some(REPLY_TIMEOUT));
     match protocol::check_hello(&hello) {
         Hello::Ok | Hello::Version(_) => {}
         Hello::Foreign => {
@@ -336,8 +360,8 @@ fn run_session(stream: TcpStream, items: Vec<Item>, peer: &str, json: bool) -> R
     Ok(())
 }
 
-fn read_hello(stream: &TcpStream) -> io::Result<[u8; 12]> {
-    let _ = stream.set_read_timeout(Some(REPLY_TIMEOUT));
+fn read_hello(stream: &TcpStream, wait: Duration) -> io::Result<[u8; 12]> {
+    stream.set_read_timeout(Some(wait))?;
     let mut hello = [0u8; 12];
     let mut r = stream;
     r.read_exact(&mut hello)?;
