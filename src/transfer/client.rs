@@ -732,7 +732,7 @@ impl Copier {
                 continue;
             }
             if n == 0 {
-                return self.pad(file, sock, len - done, "the file shrank while it was sent");
+                return pad(sock, len - done, "the file shrank while it was sent");
             }
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
@@ -744,7 +744,7 @@ impl Copier {
                 | Some(libc::EINVAL)
                 | Some(libc::ENOSYS)
                 | Some(libc::EOPNOTSUPP) => {
-                    return self.pad(file, sock, len - done, &cause(&e));
+                    return pad(sock, len - done, &cause(&e));
                 }
                 _ => return Err(CopyError::Socket(e)),
             }
@@ -754,16 +754,11 @@ impl Copier {
                 let want = (len - done).min(buf.len());
                 let n = match file.read_at(&mut buf[..want], pos + done as u64) {
                     Ok(0) => {
-                        return self.pad(
-                            file,
-                            sock,
-                            len - done,
-                            "the file shrank while it was sent",
-                        );
+                        return pad(sock, len - done, "the file shrank while it was sent");
                     }
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return self.pad(file, sock, len - done, &cause(&e)),
+                    Err(e) => return pad(sock, len - done, &cause(&e)),
                 };
                 let mut w = sock;
                 w.write_all(&buf[..n]).map_err(CopyError::Socket)?;
@@ -772,24 +767,18 @@ impl Copier {
         }
         Ok(())
     }
+}
 
-    /// Fills the rest of a promised chunk with zeros, then reports `why`.
-    fn pad(
-        &self,
-        _file: &File,
-        sock: &TcpStream,
-        mut left: usize,
-        why: &str,
-    ) -> Result<(), CopyError> {
-        let zeros = [0u8; 64 << 10];
-        let mut w = sock;
-        while left > 0 {
-            let n = left.min(zeros.len());
-            w.write_all(&zeros[..n]).map_err(CopyError::Socket)?;
-            left -= n;
-        }
-        Err(CopyError::File(io::Error::other(why.to_string())))
+/// Fills the rest of a promised chunk with zeros, then reports `why`.
+fn pad(sock: &TcpStream, mut left: usize, why: &str) -> Result<(), CopyError> {
+    let zeros = [0u8; 64 << 10];
+    let mut w = sock;
+    while left > 0 {
+        let n = left.min(zeros.len());
+        w.write_all(&zeros[..n]).map_err(CopyError::Socket)?;
+        left -= n;
     }
+    Err(CopyError::File(io::Error::other(why.to_string())))
 }
 
 fn progress_bar(total: u64) -> ProgressBar {

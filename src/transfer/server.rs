@@ -594,14 +594,27 @@ fn receive_file(
     let hasher = if start == held {
         prefix
     } else if start == 0 {
-        file.set_len(0)?;
         blake3::Hasher::new()
     } else {
         let why = format!("start offset {start} is neither 0 nor the offered {held}");
-        writer.write_all(&Reply::Refused(Reason::new(Code::Protocol, why)).encode())?;
+        refuse(&mut writer, tally, Reason::new(Code::Protocol, why))?;
         return Ok(Step::Stop);
     };
-    file.seek(SeekFrom::Start(start))?;
+    let positioned = if start == held {
+        Ok(())
+    } else {
+        file.set_len(0)
+    };
+    if let Err(e) = positioned.and_then(|()| file.seek(SeekFrom::Start(start)).map(|_| ())) {
+        // The data is already on its way: refuse and end the session
+        // rather than read it all only to discard it.
+        refuse(
+            &mut writer,
+            tally,
+            io_reason("cannot prepare the temporary file", &e),
+        )?;
+        return Ok(Step::Stop);
+    }
 
     let expected = offer.size - start;
     let streamed = stream_data(reader, file, hasher, expected);
