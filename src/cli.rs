@@ -112,7 +112,7 @@ pub struct FileSend {
     #[arg(long)]
     pub json: bool,
 
-    /// Seconds to wait for the connection
+    /// Seconds to wait for the connection and the receiver's greeting
     #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = seconds)]
     pub wait: Duration,
 }
@@ -303,7 +303,7 @@ pub struct ChatJoin {
     #[arg(short, long, value_name = "NAME", value_parser = nick)]
     pub name: Option<String>,
 
-    /// Seconds to wait for the connection and the receiver's greeting
+    /// Seconds to wait for the connection
     #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = seconds)]
     pub wait: Duration,
 }
