@@ -81,6 +81,9 @@ pub enum Command {
         was answered in time, 1 otherwise. -q (global) prints only the summary."
     )]
     Ping(Ping),
+    /// Send and receive files and directories, verified, resumable, atomic (seed 002)
+    #[command(subcommand)]
+    File(FileCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +177,73 @@ pub struct Respond {
     /// The name `discover` shows (default: the host name; at most 64 bytes)
     #[arg(short, long, value_name = "NAME", value_parser = device_name)]
     pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FileCommand {
+    /// Receive files into a directory
+    #[command(
+        long_about = "Receive files and directories from `sockit file send` into DIR.\n\n\
+        Each file is received under a temporary name in DIR, verified end to end with BLAKE3, \
+        synced to disk and only then given its final name: a file under its final name is always \
+        complete and correct. Nothing is ever written outside DIR: absolute paths, `..`, \
+        symlinks and device names are refused and the sender is told why. An interrupted \
+        transfer resumes from the part already received when the same file is sent again."
+    )]
+    Receive(FileReceive),
+    /// Send files and directories (recursively) to a receiver
+    #[command(
+        long_about = "Send files and directories (recursively, empty directories \
+        included) to `sockit file receive`. A directory is sent under its own name, a file \
+        under its name without the leading path. Shows a progress bar on stderr when it is a \
+        terminal and prints a summary (files, bytes, seconds, MB/s); exits 1 if any file \
+        failed, with the reason for each."
+    )]
+    Send(FileSend),
+}
+
+#[derive(Debug, Args)]
+pub struct FileReceive {
+    #[command(flatten)]
+    pub bind: Bind,
+
+    /// Port to listen on (0 = any free port)
+    #[arg(short, long, default_value_t = 9009)]
+    pub port: u16,
+
+    /// Directory to receive into (created if missing)
+    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    pub dir: std::path::PathBuf,
+
+    /// Exit after the first transfer (exit 1 if any of its files failed)
+    #[arg(long)]
+    pub once: bool,
+
+    /// Replace files that already exist (atomically; never through a symlink)
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FileSend {
+    /// Receiver host name or address
+    pub host: String,
+
+    /// Receiver port
+    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+
+    /// Files and directories to send
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<std::path::PathBuf>,
+
+    /// Print one JSON object per entry and a summary object, instead of the summary line
+    #[arg(long)]
+    pub json: bool,
+
+    /// Seconds to wait for the connection and the receiver's greeting
+    #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    pub wait: Duration,
 }
 
 #[derive(Debug, Subcommand)]

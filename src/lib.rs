@@ -21,6 +21,8 @@
 //!   client (seed 004 tasks 4 to 4-3).
 //! - [`lan`]: UDP broadcast send/listen, and device discovery with its
 //!   responder, over IPv4 broadcast and IPv6 multicast (seed 004 tasks 6, 7).
+//! - [`transfer`]: files and directories over TCP, BLAKE3-verified,
+//!   resumable and written atomically (seed 002 file I/O).
 //! - [`service`]: what every TCP server shares (connection cap, accept
 //!   with backoff, a task per connection, shutdown with a grace period).
 //! - [`messages`]: where clients' messages come from (arguments or stdin).
@@ -29,9 +31,9 @@
 //! - [`ping`]: round-trip times to any UDP (or TCP) echo server, with
 //!   late, duplicate and reordered replies told apart (seed 002).
 //!
-//! Later services (transfer) slot in beside `echo` and
-//! `json` with the same shape: a `cli` subcommand, a branch in [`run`], and
-//! a module with `protocol`/`server`/`client`.
+//! Every service has the same shape: a `cli` subcommand, a branch in
+//! [`run`], and a module with `protocol`/`server`/`client` (lan names its
+//! files after its commands instead).
 
 pub mod chat;
 pub mod cli;
@@ -46,5 +48,6 @@ pub mod run;
 pub mod service;
 pub mod shutdown;
 pub mod text;
+pub mod transfer;
 
 pub use error::{Error, Result};

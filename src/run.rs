@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{BroadcastCommand, ChatCommand, Command, EchoCommand, JsonCommand};
+use crate::cli::{BroadcastCommand, ChatCommand, Command, EchoCommand, FileCommand, JsonCommand};
 use crate::error::{Error, Result};
 use crate::messages::Messages;
-use crate::{chat, echo, json, lan, net, ping};
+use crate::{chat, echo, json, lan, net, ping, transfer};
 
 /// File descriptors kept back from the connection cap for listeners,
 /// stdio and the runtime.
@@ -190,6 +190,27 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<()> {
             // Ctrl-C ends the run with its summary, so the client watches
             // the token itself instead of being cancelled.
             ping::client::ping(config, shutdown, std::io::stdout()).await
+        }
+        Command::File(FileCommand::Receive(args)) => {
+            let dir = transfer::server::prepare_dir(&args.dir)?;
+            let listener = net::bind_tcp(SocketAddr::new(args.bind.bind, args.port))?;
+            announce(net::local_addr(&listener)?)?;
+            let config = transfer::server::Config {
+                dir,
+                overwrite: args.overwrite,
+                once: args.once,
+            };
+            transfer::server::run(listener, config, shutdown).await
+        }
+        Command::File(FileCommand::Send(args)) => {
+            let config = transfer::client::Config {
+                host: args.host,
+                port: args.port,
+                paths: args.paths,
+                json: args.json,
+                wait: args.wait,
+            };
+            until_interrupted(transfer::client::send(config), &shutdown).await
         }
     }
 }

@@ -52,6 +52,12 @@ impl Server {
         )
     }
 
+    /// Starts any server command (e.g. sockit under another user) and
+    /// waits for its `listening on` line.
+    pub fn command(cmd: &mut Command) -> Server {
+        Server::start(cmd)
+    }
+
     fn start(cmd: &mut Command) -> Server {
         let mut child = cmd
             .stdin(Stdio::null())

@@ -1,0 +1,820 @@
+//! `sockit file send` / `sockit file receive`: the real binary on both
+//! sides, raw protocol bytes for crafted offers, and in-test TCP proxies
+//! that flip a byte or hold the data back at a known point.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{LIMIT, Server, assert_ok, sockit, stderr, stdout};
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, Ordering::SeqCst);
+        let path =
+            std::env::temp_dir().join(format!("sockit-file-{name}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+
+    fn str(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn receiver(dir: &TempDir, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "file",
+        "receive",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "-d",
+        dir.str(),
+    ];
+    args.extend_from_slice(extra);
+    Server::sockit(&args)
+}
+
+fn send(port: u16, paths: &[&Path], extra: &[&str]) -> std::process::Output {
+    let port = port.to_string();
+    let mut args: Vec<&str> = vec!["file", "send", "127.0.0.1", &port];
+    let paths: Vec<&str> = paths.iter().map(|p| p.to_str().expect("utf-8")).collect();
+    args.extend(paths);
+    args.extend_from_slice(extra);
+    sockit(&args)
+}
+
+fn random_file(path: &Path, len: u64) {
+    let mut src = fs::File::open("/dev/urandom").expect("urandom");
+    let mut dst = fs::File::create(path).expect("create");
+    let copied = std::io::copy(&mut (&mut src).take(len), &mut dst).expect("fill");
+    assert_eq!(copied, len);
+}
+
+fn hash(path: &Path) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    let mut f = fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hasher.finalize()
+}
+
+/// Every file and directory under `root`, relative, sorted; with each
+/// file's hash.
+fn tree(root: &Path) -> Vec<(String, Option<blake3::Hash>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Option<blake3::Hash>)>) {
+        for entry in fs::read_dir(dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let rel = path
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
+            let meta = fs::symlink_metadata(&path).expect("lstat");
+            if meta.is_dir() {
+                out.push((rel, None));
+                walk(root, &path, out);
+            } else {
+                out.push((rel, Some(hash(&path))));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Names in `dir` that are the receiver's temporary files.
+fn partials(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .expect("read_dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".sockit-partial-"))
+        .collect()
+}
+
+fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    stdout(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+fn summary(out: &std::process::Output) -> serde_json::Value {
+    json_lines(out)
+        .into_iter()
+        .find(|v| v["summary"] == true)
+        .expect("a summary object")
+}
+
+#[test]
+fn empty_one_byte_and_a_unicode_tree_arrive_identical() {
+    let src = TempDir::new("tree-src");
+    let dst = TempDir::new("tree-dst");
+    fs::write(src.join("empty"), b"").unwrap();
+    fs::write(src.join("one"), b"x").unwrap();
+    let root = src.join("tree");
+    fs::create_dir_all(root.join("사진/2024/여름")).unwrap();
+    fs::create_dir_all(root.join("a/b/c")).unwrap();
+    fs::create_dir_all(root.join("비어 있음")).unwrap(); // empty directory
+    fs::write(root.join("사진/2024/여름/바다.txt"), "파도 소리\n").unwrap();
+    fs::write(root.join("a/b/c/deep.bin"), vec![7u8; 3 << 20]).unwrap();
+    fs::write(root.join("a/zero"), b"").unwrap();
+    random_file(&root.join("a/rand"), 1_234_567);
+
+    let server = receiver(&dst, &[]);
+    let out = send(
+        server.port(),
+        &[&src.join("empty"), &src.join("one"), &root],
+        &[],
+    );
+    assert_ok(&out);
+    let line = stdout(&out);
+    assert!(
+        line.starts_with("6 files, 8 directories, ") && line.contains(" MB/s)"),
+        "summary: {line}"
+    );
+
+    assert_eq!(fs::read(dst.join("empty")).unwrap(), b"");
+    assert_eq!(fs::read(dst.join("one")).unwrap(), b"x");
+    assert_eq!(tree(&root), tree(&dst.join("tree")));
+    assert!(dst.join("tree/비어 있음").is_dir());
+    assert!(partials(dst.path()).is_empty());
+    // The receiver reports each entry on stdout.
+    let lines: Vec<String> = (0..14).map(|_| server.next_line()).collect();
+    assert!(
+        lines.iter().all(|l| l.starts_with("received ")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l
+                .starts_with("received tree/사진/2024/여름/바다.txt (14 bytes) from 127.0.0.1:")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_200_mb_random_file_arrives_identical() {
+    let src = TempDir::new("big-src");
+    let dst = TempDir::new("big-dst");
+    let file = src.join("big.bin");
+    random_file(&file, 200 << 20);
+    let server = receiver(&dst, &["--once"]);
+    let out = send(server.port(), &[&file], &["--json"]);
+    assert_ok(&out);
+    let s = summary(&out);
+    assert_eq!(s["files"], 1);
+    assert_eq!(s["bytes"], 200u64 << 20);
+    assert_eq!(s["sent"], 200u64 << 20);
+    assert_eq!(hash(&file), hash(&dst.join("big.bin")));
+    // --once: the receiver exits by itself, successfully.
+    let mut server = server;
+    let status = common::wait_bounded(&mut server.child, LIMIT);
+    assert!(status.success(), "{status:?}");
+}
+
+/// What a test proxy does to the client-to-server byte stream.
+enum Tamper {
+    /// Flip all bits of the byte at this stream offset.
+    Flip(u64),
+    /// Forward this many bytes, report it on the channel, then forward
+    /// nothing more until the gate is opened.
+    Hold {
+        after: u64,
+        reached: mpsc::Sender<()>,
+        open: mpsc::Receiver<()>,
+    },
+}
+
+/// A one-connection TCP proxy to `target` on 127.0.0.1; returns its port.
+/// Half-closes are passed on in both directions.
+fn proxy(target: SocketAddr, tamper: Tamper) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let port = listener.local_addr().expect("addr").port();
+    thread::spawn(move || {
+        let Ok((client, _)) = listener.accept() else {
+            return;
+        };
+        let Ok(server) = TcpStream::connect(target) else {
+            return;
+        };
+        let (c2, s2) = (
+            client.try_clone().expect("clone"),
+            server.try_clone().expect("clone"),
+        );
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut &s2, &mut &c2);
+            let _ = c2.shutdown(Shutdown::Write);
+        });
+        let mut buf = vec![0u8; 64 << 10];
+        let mut pos = 0u64;
+        let mut gate = Some(tamper);
+        loop {
+            let mut want = buf.len();
+            if let Some(Tamper::Hold { after, .. }) = &gate {
+                want = want.min((*after - pos) as usize);
+                if want == 0 {
+                    if let Some(Tamper::Hold { reached, open, .. }) = gate.take() {
+                        let _ = reached.send(());
+                        let _ = open.recv_timeout(LIMIT);
+                    }
+                    continue;
+                }
+            }
+            let n = match (&client).read(&mut buf[..want]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if let Some(Tamper::Flip(at)) = &gate
+                && (pos..pos + n as u64).contains(at)
+            {
+                buf[(*at - pos) as usize] ^= 0xff;
+                gate = None;
+            }
+            pos += n as u64;
+            if (&server).write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = server.shutdown(Shutdown::Write);
+    });
+    port
+}
+
+#[test]
+fn a_byte_flipped_in_transit_is_rejected() {
+    let src = TempDir::new("flip-src");
+    let dst = TempDir::new("flip-dst");
+    let file = src.join("data.bin");
+    random_file(&file, 3 << 20);
+    let server = receiver(&dst, &[]);
+    // Offset 500,000 is inside the first data chunk (the headers before it
+    // are under 100 bytes, a chunk is 1 MiB).
+    let port = proxy(server.addr, Tamper::Flip(500_000));
+    let out = send(port, &[&file], &[]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("sockit: error: cannot send 'data.bin' (corrupted in transit (BLAKE3 mismatch); nothing was written)"),
+        "{err}"
+    );
+    assert!(
+        !dst.join("data.bin").exists(),
+        "a corrupted file got its final name"
+    );
+    assert!(
+        partials(dst.path()).is_empty(),
+        "the corrupt temporary file was kept"
+    );
+    let line = server.next_line();
+    assert!(
+        line.starts_with("refused data.bin from 127.0.0.1:"),
+        "{line}"
+    );
+    assert!(line.contains("BLAKE3 mismatch"), "{line}");
+
+    // A clean send afterwards succeeds: nothing of the bad copy is reused.
+    let out = send(server.port(), &[&file], &[]);
+    assert_ok(&out);
+    assert_eq!(hash(&file), hash(&dst.join("data.bin")));
+}
+
+#[test]
+fn a_killed_sender_resumes_where_it_stopped() {
+    let src = TempDir::new("resume-src");
+    let dst = TempDir::new("resume-dst");
+    let file = src.join("big.bin");
+    random_file(&file, 200 << 20);
+    let server = receiver(&dst, &[]);
+
+    // The proxy lets about 80 MB through, then holds the rest back.
+    let (reached_tx, reached) = mpsc::channel();
+    let (open, open_rx) = mpsc::channel();
+    let port = proxy(
+        server.addr,
+        Tamper::Hold {
+            after: 80 << 20,
+            reached: reached_tx,
+            open: open_rx,
+        },
+    );
+    let mut first = Command::new(common::sockit_bin())
+        .args(["file", "send", "127.0.0.1", &port.to_string()])
+        .arg(&file)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sender");
+    reached
+        .recv_timeout(LIMIT)
+        .expect("the proxy never saw 80 MB of data");
+    common::signal(&first, libc::SIGKILL);
+    let status = common::wait_bounded(&mut first, LIMIT);
+    assert!(!status.success());
+    open.send(()).expect("open the gate");
+    // The receiver says it kept the part it has.
+    let line = server.next_line();
+    assert!(
+        line.starts_with("interrupted big.bin from 127.0.0.1:"),
+        "{line}"
+    );
+    assert!(line.ends_with("kept for a resume"), "{line}");
+    assert!(!dst.join("big.bin").exists());
+    assert_eq!(partials(dst.path()).len(), 1);
+
+    let out = send(server.port(), &[&file], &["--json"]);
+    assert_ok(&out);
+    let s = summary(&out);
+    let sent = s["sent"].as_u64().expect("sent");
+    let resumed = s["resumed"].as_u64().expect("resumed");
+    assert!(resumed >= 80 << 20, "resumed only {resumed} bytes");
+    assert_eq!(sent + resumed, 200 << 20);
+    assert!(sent <= 120 << 20, "sent {sent} bytes: no resume");
+    assert_eq!(hash(&file), hash(&dst.join("big.bin")));
+    assert!(partials(dst.path()).is_empty());
+    let line = server.next_line();
+    assert!(
+        line.starts_with(&format!(
+            "received big.bin ({} bytes, resumed at {resumed})",
+            200 << 20
+        )),
+        "{line}"
+    );
+}
+
+/// Speaks the protocol by hand: hello, then returns the connection.
+fn raw_session(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(b"SOCKIT-FILE\x01").unwrap();
+    let mut hello = [0u8; 12];
+    s.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello, b"SOCKIT-FILE\x01");
+    s
+}
+
+fn file_offer(path: &[u8], size: u64) -> Vec<u8> {
+    let mut out = vec![b'F'];
+    out.extend_from_slice(&(path.len() as u16).to_be_bytes());
+    out.extend_from_slice(path);
+    out.extend_from_slice(&0o644u32.to_be_bytes());
+    out.extend_from_slice(&size.to_be_bytes());
+    out.extend_from_slice(&1u64.to_be_bytes());
+    out
+}
+
+/// Reads one reply; returns (type byte, code, message).
+fn read_reply(s: &mut TcpStream) -> (u8, u8, String) {
+    let mut kind = [0u8; 1];
+    s.read_exact(&mut kind).unwrap();
+    match kind[0] {
+        b'R' => {
+            let mut head = [0u8; 3];
+            s.read_exact(&mut head).unwrap();
+            let len = u16::from_be_bytes([head[1], head[2]]) as usize;
+            let mut text = vec![0u8; len];
+            s.read_exact(&mut text).unwrap();
+            (b'R', head[0], String::from_utf8(text).unwrap())
+        }
+        b'A' => {
+            let mut rest = [0u8; 40];
+            s.read_exact(&mut rest).unwrap();
+            (b'A', 0, String::new())
+        }
+        other => (other, 0, String::new()),
+    }
+}
+
+#[test]
+fn crafted_paths_are_refused_and_nothing_is_written_outside() {
+    let base = TempDir::new("crafted");
+    let dst = base.join("dst");
+    let outside = base.join("outside");
+    fs::create_dir_all(&dst).unwrap();
+    fs::create_dir_all(&outside).unwrap();
+    symlink(&outside, dst.join("link")).unwrap();
+    symlink(outside.join("target"), dst.join("leaf")).unwrap();
+    let server = Server::sockit(&[
+        "file",
+        "receive",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "-d",
+        dst.to_str().unwrap(),
+        "--overwrite",
+    ]);
+    let mut s = raw_session(server.addr);
+    let cases: [(&[u8], &str); 8] = [
+        (b"../x", "contains '..'"),
+        (b"/etc/x", "is an absolute path"),
+        (b"a/../../x", "contains '..'"),
+        (b"link/x", "'link' is a symlink on the receiver"),
+        (b"leaf", "it is a symlink on the receiver"),
+        (b"NUL", "names the device 'NUL'"),
+        (b"a\\..\\x", "contains a backslash"),
+        (b"\xff.txt", "not valid UTF-8"),
+    ];
+    for (path, expected) in cases {
+        s.write_all(&file_offer(path, 5)).unwrap();
+        let (kind, code, message) = read_reply(&mut s);
+        assert_eq!(kind, b'R', "{:?} accepted", String::from_utf8_lossy(path));
+        assert_eq!(code, 1, "{message}");
+        assert!(
+            message.contains(expected),
+            "{:?}: {message}",
+            String::from_utf8_lossy(path)
+        );
+    }
+    // An oversize path is read whole (the framing holds) and refused.
+    s.write_all(&file_offer(&vec![b'a'; 5000], 5)).unwrap();
+    let (kind, code, message) = read_reply(&mut s);
+    assert_eq!((kind, code), (b'R', 1), "{message}");
+    assert!(message.contains("5000 bytes long"), "{message}");
+    // Directories are checked the same way.
+    let mut dir = vec![b'D'];
+    dir.extend_from_slice(&(11u16).to_be_bytes());
+    dir.extend_from_slice(b"link/nested");
+    dir.extend_from_slice(&0o755u32.to_be_bytes());
+    s.write_all(&dir).unwrap();
+    let (kind, code, _) = read_reply(&mut s);
+    assert_eq!((kind, code), (b'R', 1));
+    // The session is still in step: a good file after the refusals works.
+    s.write_all(&file_offer(b"ok.txt", 5)).unwrap();
+    assert_eq!(read_reply(&mut s).0, b'A');
+    s.write_all(&0u64.to_be_bytes()).unwrap();
+    s.write_all(&5u32.to_be_bytes()).unwrap();
+    s.write_all(b"hello").unwrap();
+    s.write_all(&0u32.to_be_bytes()).unwrap();
+    s.write_all(blake3::hash(b"hello").as_bytes()).unwrap();
+    assert_eq!(read_reply(&mut s).0, b'K');
+    s.write_all(b"E").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+
+    assert_eq!(fs::read(dst.join("ok.txt")).unwrap(), b"hello");
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "something was written outside"
+    );
+    assert!(
+        fs::symlink_metadata(dst.join("leaf"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(!base.join("x").exists());
+
+    // The real sender gets the refusal as a readable error.
+    let src = TempDir::new("crafted-src");
+    fs::write(src.join("leaf"), b"data").unwrap();
+    let out = send(server.port(), &[&src.join("leaf")], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "cannot send 'leaf' (it is a symlink on the receiver, which is never replaced)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+}
+
+#[test]
+fn an_existing_file_is_kept_unless_overwrite() {
+    let src = TempDir::new("exists-src");
+    let dst = TempDir::new("exists-dst");
+    fs::write(src.join("f.txt"), b"new").unwrap();
+    fs::write(dst.join("f.txt"), b"old").unwrap();
+    let server = receiver(&dst, &[]);
+    let out = send(server.port(), &[&src.join("f.txt")], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "cannot send 'f.txt' (it already exists on the receiver (started without --overwrite))"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("sockit: error: transfer incomplete (1 of 1 entries failed)\n"),
+        "{err}"
+    );
+    assert_eq!(fs::read(dst.join("f.txt")).unwrap(), b"old");
+    drop(server);
+
+    let server = receiver(&dst, &["--overwrite"]);
+    let out = send(server.port(), &[&src.join("f.txt")], &[]);
+    assert_ok(&out);
+    assert_eq!(fs::read(dst.join("f.txt")).unwrap(), b"new");
+}
+
+/// A tmpfs mounted for one test, unmounted (and its mount point removed)
+/// on drop.
+struct Tmpfs(TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = TempDir::new("tmpfs");
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                dir.str(),
+            ])
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_on_both_sides() {
+    let tmpfs = match Tmpfs::mount("20m") {
+        Ok(t) => t,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED a_full_disk_is_a_clear_error_on_both_sides: cannot mount a tmpfs ({why}); \
+                 this test needs root"
+            );
+            return;
+        }
+    };
+    let src = TempDir::new("enospc-src");
+    let file = src.join("big.bin");
+    random_file(&file, 50 << 20);
+    let server = receiver(&tmpfs.0, &[]);
+    let started = Instant::now();
+    let out = send(server.port(), &[&file], &["--json"]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "cannot send 'big.bin' (cannot write it on the receiver (no space left on device))"
+        ),
+        "{err}"
+    );
+    let line = server.next_line();
+    assert!(
+        line.starts_with("refused big.bin from 127.0.0.1:"),
+        "{line}"
+    );
+    assert!(line.contains("no space left on device"), "{line}");
+    // The sender stopped early instead of pushing all 50 MB.
+    let s = summary(&out);
+    assert!(s["sent"].as_u64().unwrap() < 50 << 20, "{s}");
+    assert!(!tmpfs.0.join("big.bin").exists());
+    assert_eq!(
+        fs::read_dir(tmpfs.0.path()).unwrap().count(),
+        0,
+        "leftovers in DIR"
+    );
+    assert!(started.elapsed() < LIMIT);
+    drop(server);
+}
+
+#[test]
+fn a_peer_that_is_not_a_sender_is_told_and_the_receiver_carries_on() {
+    let dst = TempDir::new("garbage");
+    let server = receiver(&dst, &[]);
+    // Plain text, as nc would send it.
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(b"hello there, this is not a transfer\n")
+        .unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.contains("this port expects `sockit file send`"),
+        "{answer}"
+    );
+
+    // An oversize data chunk: refused as a protocol error.
+    let mut s = raw_session(server.addr);
+    s.write_all(&file_offer(b"x.bin", 100 << 20)).unwrap();
+    assert_eq!(read_reply(&mut s).0, b'A');
+    s.write_all(&0u64.to_be_bytes()).unwrap();
+    s.write_all(&u32::MAX.wrapping_sub(1).to_be_bytes())
+        .unwrap();
+    let (kind, code, message) = read_reply(&mut s);
+    assert_eq!((kind, code), (b'R', 7), "{message}");
+    assert!(message.contains("data chunk"), "{message}");
+    drop(s);
+
+    // More data than announced: refused.
+    let mut s = raw_session(server.addr);
+    s.write_all(&file_offer(b"y.bin", 3)).unwrap();
+    assert_eq!(read_reply(&mut s).0, b'A');
+    s.write_all(&0u64.to_be_bytes()).unwrap();
+    s.write_all(&5u32.to_be_bytes()).unwrap();
+    s.write_all(b"12345").unwrap();
+    let (kind, code, message) = read_reply(&mut s);
+    assert_eq!((kind, code), (b'R', 7), "{message}");
+    drop(s);
+
+    // A sender that vanishes mid-header.
+    let mut s = raw_session(server.addr);
+    s.write_all(&file_offer(b"z.bin", 10)[..5]).unwrap();
+    drop(s);
+
+    // Still serving, and nothing half-written under a final name.
+    let src = TempDir::new("garbage-src");
+    fs::write(src.join("fine.txt"), b"fine").unwrap();
+    let out = send(server.port(), &[&src.join("fine.txt")], &[]);
+    assert_ok(&out);
+    assert_eq!(fs::read(dst.join("fine.txt")).unwrap(), b"fine");
+    assert!(!dst.join("x.bin").exists() && !dst.join("y.bin").exists());
+}
+
+#[test]
+fn sender_errors_are_single_clear_lines() {
+    let port = common::closed_port().to_string();
+    let src = TempDir::new("refused-src");
+    fs::write(src.join("a"), b"a").unwrap();
+    let out = sockit(&[
+        "file",
+        "send",
+        "127.0.0.1",
+        &port,
+        src.join("a").to_str().unwrap(),
+    ]);
+    common::assert_error(&out, 1, "sockit: error: cannot connect to 127.0.0.1:");
+    assert!(stderr(&out).contains("connection refused"));
+
+    // A missing source is a per-file failure; the rest is still sent.
+    let dst = TempDir::new("missing-dst");
+    let server = receiver(&dst, &[]);
+    let out = send(server.port(), &[&src.join("nope"), &src.join("a")], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("cannot send '"), "{err}");
+    assert!(
+        err.contains("nope' (cannot read it (no such file or directory))"),
+        "{err}"
+    );
+    assert_eq!(fs::read(dst.join("a")).unwrap(), b"a");
+
+    // A peer that is not a receiver and never answers: a timeout, not a hang.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    let out = sockit(&[
+        "file",
+        "send",
+        "127.0.0.1",
+        &port,
+        src.join("a").to_str().unwrap(),
+        "-w",
+        "0.5",
+    ]);
+    common::assert_error(&out, 1, "sockit: error: no reply from 127.0.0.1:");
+    drop(silent);
+
+    // Usage errors exit 2.
+    let out = sockit(&["file", "send", "127.0.0.1", "9009"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn receiver_stops_promptly_on_sigterm_even_mid_session() {
+    let dst = TempDir::new("sigterm");
+    let server = receiver(&dst, &[]);
+    let mut s = raw_session(server.addr);
+    s.write_all(&file_offer(b"slow.bin", 1 << 20)).unwrap();
+    assert_eq!(read_reply(&mut s).0, b'A');
+    s.write_all(&0u64.to_be_bytes()).unwrap();
+    s.write_all(&4u32.to_be_bytes()).unwrap();
+    s.write_all(b"abcd").unwrap();
+    let (status, took, _) = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(!dst.join("slow.bin").exists());
+}
+
+#[test]
+fn permission_denied_on_the_receiver_is_a_clear_error_on_both_sides() {
+    // Root may write anywhere, so the receiver runs as nobody in a
+    // directory only root may write to.
+    let dst = TempDir::new("perm");
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(common::sockit_bin())
+        .args([
+            "file",
+            "receive",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-d",
+            dst.str(),
+        ]);
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status();
+    if !matches!(probe, Ok(s) if s.success()) {
+        eprintln!(
+            "SKIPPED permission_denied_on_the_receiver_is_a_clear_error_on_both_sides: \
+             cannot run a process as nobody with setpriv (needs root): {probe:?}"
+        );
+        return;
+    }
+    let server = Server::command(&mut cmd);
+    let src = TempDir::new("perm-src");
+    fs::write(src.join("f.txt"), b"data").unwrap();
+    let out = send(server.port(), &[&src.join("f.txt")], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot send 'f.txt' (cannot create a temporary file on the receiver (permission denied))"),
+        "{err}"
+    );
+    let line = server.next_line();
+    assert!(line.starts_with("refused f.txt from 127.0.0.1:"), "{line}");
+    assert!(line.ends_with("(permission denied))"), "{line}");
+    assert_eq!(fs::read_dir(dst.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_symlinked_argument_is_sent_under_its_own_name() {
+    let src = TempDir::new("symarg-src");
+    let dst = TempDir::new("symarg-dst");
+    fs::write(src.join("real.txt"), b"real").unwrap();
+    symlink(src.join("real.txt"), src.join("alias.txt")).unwrap();
+    fs::create_dir(src.join("d")).unwrap();
+    symlink(src.join("real.txt"), src.join("d/inner-link")).unwrap();
+    let server = receiver(&dst, &[]);
+    let out = send(
+        server.port(),
+        &[&src.join("alias.txt"), &src.join("d")],
+        &[],
+    );
+    assert_ok(&out);
+    assert_eq!(fs::read(dst.join("alias.txt")).unwrap(), b"real");
+    // Symlinks inside a directory are skipped (with a warning), not followed.
+    assert!(dst.join("d").is_dir());
+    assert!(!dst.join("d/inner-link").exists());
+    assert!(
+        stderr(&out).contains("skipping symlink"),
+        "{}",
+        stderr(&out)
+    );
+}
