@@ -15,6 +15,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use nix::net::if_::InterfaceFlags;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -233,15 +234,8 @@ pub struct BroadcastTarget {
 /// one from a single unbound socket reaches every segment, with the right
 /// source address, and needs no privileges (SO_BINDTODEVICE would).
 pub fn broadcast_targets() -> Result<Vec<BroadcastTarget>> {
-    use nix::net::if_::InterfaceFlags as F;
-    let addrs = nix::ifaddrs::getifaddrs()
-        .map_err(|e| Error::io("cannot list network interfaces", e.into()))?;
     let mut targets = Vec::new();
-    for ifa in addrs {
-        if !ifa.flags.contains(F::IFF_UP | F::IFF_BROADCAST) || ifa.flags.contains(F::IFF_LOOPBACK)
-        {
-            continue;
-        }
+    for ifa in up_interfaces(InterfaceFlags::IFF_BROADCAST)? {
         let local = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in());
         let broadcast = ifa.broadcast.as_ref().and_then(|a| a.as_sockaddr_in());
         if let (Some(local), Some(broadcast)) = (local, broadcast) {
@@ -270,15 +264,8 @@ pub struct MulticastInterface {
 
 /// Every interface IPv6 multicast can use, each once.
 pub fn multicast_interfaces_v6() -> Result<Vec<MulticastInterface>> {
-    use nix::net::if_::InterfaceFlags as F;
-    let addrs = nix::ifaddrs::getifaddrs()
-        .map_err(|e| Error::io("cannot list network interfaces", e.into()))?;
     let mut found: Vec<MulticastInterface> = Vec::new();
-    for ifa in addrs {
-        if !ifa.flags.contains(F::IFF_UP | F::IFF_MULTICAST) || ifa.flags.contains(F::IFF_LOOPBACK)
-        {
-            continue;
-        }
+    for ifa in up_interfaces(InterfaceFlags::IFF_MULTICAST)? {
         if ifa
             .address
             .as_ref()
@@ -297,6 +284,19 @@ pub fn multicast_interfaces_v6() -> Result<Vec<MulticastInterface>> {
         }
     }
     Ok(found)
+}
+
+/// The addresses of every up, non-loopback interface that also has `flags`
+/// (one entry per address, as getifaddrs(3) lists them).
+fn up_interfaces(
+    flags: InterfaceFlags,
+) -> Result<impl Iterator<Item = nix::ifaddrs::InterfaceAddress>> {
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| Error::io("cannot list network interfaces", e.into()))?;
+    Ok(addrs.filter(move |ifa| {
+        ifa.flags.contains(InterfaceFlags::IFF_UP | flags)
+            && !ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK)
+    }))
 }
 
 /// This machine's host name, or `-` if it has none we can print.

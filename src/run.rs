@@ -31,9 +31,7 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<()> {
             };
             let local = match (&tcp, &udp) {
                 (Some(t), _) => net::local_addr(t)?,
-                (None, Some(u)) => u
-                    .local_addr()
-                    .map_err(|e| Error::io("cannot read the listening address", e))?,
+                (None, Some(u)) => local_udp(u)?,
                 (None, None) => unreachable!("clap forbids --udp with --tcp"),
             };
             let seed = args.seed.unwrap_or_else(rand::random);
@@ -172,7 +170,8 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<()> {
                 limits: lan::protocol::Limits::default(),
             };
             announce(local)?;
-            lan::respond::run(v4, v6, config, std::io::stdout(), shutdown).await
+            lan::respond::run(v4, v6, config, std::io::stdout(), shutdown).await;
+            Ok(())
         }
         Command::Ping(args) => {
             let config = ping::client::Config {

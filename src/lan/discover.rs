@@ -264,11 +264,10 @@ impl Run {
     fn heard(
         &mut self,
         datagram: &[u8],
-        from: SocketAddr,
+        address: SocketAddr,
         now: Instant,
         window: u64,
     ) -> Option<Found> {
-        let address = canonical(from);
         let (identity, found) = if let Some(reply) = Reply::decode(datagram) {
             if reply.probe != self.id.to_string() {
                 return None;
@@ -395,17 +394,6 @@ impl Found {
     /// Table order: IPv4 before IPv6, then by address.
     fn order(&self) -> (bool, SocketAddr) {
         (self.address.is_ipv6(), self.address)
-    }
-}
-
-/// An IPv4 address seen through a dual-stack path is that IPv4 address.
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
-            None => addr,
-        },
-        v4 => v4,
     }
 }
 

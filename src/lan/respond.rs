@@ -7,7 +7,7 @@
 //! only moves the datagrams and holds each reply back for its random delay.
 
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{self, GROUP_V6, Incoming, InstanceId, Limits, RateLimit, Reply, TEXT_REPLY};
-use crate::error::{Result, cause};
+use crate::error::cause;
 use crate::net;
 
 /// The longest a reply is held back.
@@ -54,7 +54,8 @@ pub fn join_group(socket: &UdpSocket) -> usize {
     joined
 }
 
-/// Answers on `v4` and, if given, `v6` until `shutdown`. Prints a line per
+/// Answers on `v4` and, if given, `v6` until `shutdown` (both sockets are
+/// single-stack, so a source address is never an IPv4-mapped one). Prints a line per
 /// answer to `out` (rate-limited answers are not printed: a flood must not
 /// flood the terminal too).
 pub async fn run(
@@ -63,25 +64,20 @@ pub async fn run(
     config: Config,
     out: impl Write + Send + 'static,
     shutdown: CancellationToken,
-) -> Result<()> {
+) {
     let responder = Arc::new(Responder {
         id: InstanceId::random(),
         limit: std::sync::Mutex::new(RateLimit::new(config.limits, Instant::now())),
         config,
         out: std::sync::Mutex::new(Box::new(out)),
     });
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(serve(Arc::new(v4), responder.clone(), shutdown.clone()));
-    if let Some(v6) = v6 {
-        tasks.spawn(serve(Arc::new(v6), responder, shutdown.clone()));
-    }
-    while let Some(done) = tasks.join_next().await {
-        if let Ok(Err(e)) = done {
-            shutdown.cancel();
-            return Err(e);
+    let v4 = serve(Arc::new(v4), responder.clone(), shutdown.clone());
+    match v6 {
+        Some(v6) => {
+            tokio::join!(v4, serve(Arc::new(v6), responder, shutdown));
         }
+        None => v4.await,
     }
-    Ok(())
 }
 
 /// A reply decided on but not yet sent.
@@ -150,7 +146,7 @@ impl Responder {
             Incoming::Other => return None,
         };
         let allowed = match self.limit.lock() {
-            Ok(mut limit) => limit.allow(canonical(from.ip()), Instant::now()),
+            Ok(mut limit) => limit.allow(from.ip(), Instant::now()),
             Err(_) => false,
         };
         allowed.then_some(answer)
@@ -164,26 +160,14 @@ impl Responder {
     }
 }
 
-/// An IPv4 peer seen through a dual-stack path is still that IPv4 peer.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-async fn serve(
-    socket: Arc<UdpSocket>,
-    responder: Arc<Responder>,
-    shutdown: CancellationToken,
-) -> Result<()> {
+async fn serve(socket: Arc<UdpSocket>, responder: Arc<Responder>, shutdown: CancellationToken) {
     let own_port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
     // Probes are small; anything longer is read cut short, which only
     // makes its allowance smaller.
     let mut buf = vec![0u8; 2048];
     loop {
         let Some((n, from)) = super::next_datagram(&socket, &mut buf, &shutdown).await else {
-            return Ok(());
+            return;
         };
         let received = Instant::now();
         let Some(answer) = responder.answer(&buf[..n], from, own_port) else {
