@@ -26,6 +26,7 @@
 //! - [`service`]: what every TCP server shares (connection cap, accept
 //!   with backoff, a task per connection, shutdown with a grace period).
 //! - [`messages`]: where clients' messages come from (arguments or stdin).
+//! - [`gro`]: UDP receive offload, for the echo server and the benches.
 //! - [`text`]: making untrusted bytes safe to print on a terminal.
 //! - [`error`]: the typed error all of the above return; `main` prints it.
 //! - [`ping`]: round-trip times to any UDP (or TCP) echo server, with
@@ -39,6 +40,7 @@ pub mod chat;
 pub mod cli;
 pub mod echo;
 pub mod error;
+pub mod gro;
 pub mod json;
 pub mod lan;
 pub mod messages;

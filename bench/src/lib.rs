@@ -16,6 +16,9 @@ use std::mem;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+pub use sockit::gro::enable_gro;
+use sockit::gro::{CONTROL_WORDS, gro_segment};
+
 /// Most messages one `sendmmsg`/`recvmmsg` call takes (the kernel's
 /// UIO_MAXIOV).
 pub const MAX_BATCH: usize = libc::UIO_MAXIOV as usize;
@@ -23,10 +26,6 @@ pub const MAX_BATCH: usize = libc::UIO_MAXIOV as usize;
 /// Most datagrams one UDP_SEGMENT send may carry (the kernel's
 /// UDP_MAX_SEGMENTS, 64 before Linux 6.11 and 128 since).
 pub const GSO_MAX_SEGMENTS: usize = 64;
-
-/// Control-message space per received message, in 8-byte words (cmsghdr
-/// alignment); the UDP_GRO message takes CMSG_SPACE(4) = 24 bytes.
-const CONTROL_WORDS: usize = 8;
 
 /// A received datagram's length, whether it was cut to fit the buffer, and
 /// where it came from (unconnected sockets only).
@@ -54,66 +53,6 @@ impl Received {
         };
         (0..count).map(move |k| k * step..len.min((k + 1) * step))
     }
-}
-
-/// Asks the kernel for UDP_GRO on `fd`: bursts of equal-sized datagrams
-/// from one sender that arrive as one packet (a UDP_SEGMENT send, on
-/// loopback) are then received as one buffer; [`Mmsg::set_gro`] makes
-/// [`Mmsg::recv`] report their segment size.
-pub fn enable_gro(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: a pointer to a live c_int and its exact size; the kernel only
-    // reads that many bytes.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&on as *const libc::c_int).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// The UDP_GRO segment size in the first `len` bytes of `control`, if a
-/// well-formed UDP_GRO message is there.
-fn gro_segment(control: &[u64; CONTROL_WORDS], len: usize) -> Option<usize> {
-    let len = len.min(mem::size_of_val(control));
-    // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_control = control.as_ptr().cast_mut().cast();
-    msg.msg_controllen = len as _;
-    let end = control.as_ptr() as usize + len;
-    // SAFETY: `msg` describes `len` bytes of `control`, borrowed (and only
-    // read) throughout and 8-byte aligned as a cmsghdr must be.
-    // CMSG_FIRSTHDR returns null unless a whole cmsghdr fits in them;
-    // CMSG_NXTHDR reads the current header's length (inside them) and
-    // returns null unless the next whole header and its declared length lie
-    // inside them. The data is read (unaligned) only after checking that its
-    // 4 bytes end within the message's declared length and `len`.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
-                let data = libc::CMSG_DATA(cmsg);
-                let fits = (*cmsg).cmsg_len as usize
-                    >= libc::CMSG_LEN(mem::size_of::<libc::c_int>() as u32) as usize
-                    && data as usize + mem::size_of::<libc::c_int>() <= end;
-                if !fits {
-                    return None;
-                }
-                let segment = std::ptr::read_unaligned(data.cast::<libc::c_int>());
-                return usize::try_from(segment).ok().filter(|&s| s > 0);
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    None
 }
 
 /// Scratch headers for up to `capacity` datagrams per call.
