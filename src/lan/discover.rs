@@ -101,7 +101,6 @@ pub async fn discover(
     let mut run = Run {
         id: InstanceId::random(),
         sent: HashMap::new(),
-        last_sent: None,
         found: HashMap::new(),
     };
     // One buffer per socket: both receives are polled at once.
@@ -223,7 +222,6 @@ struct Run {
     id: InstanceId,
     /// When each probe round went out, by sequence number.
     sent: HashMap<u32, Instant>,
-    last_sent: Option<Instant>,
     found: HashMap<Identity, Found>,
 }
 
@@ -240,7 +238,6 @@ impl Run {
         // Keep only recent rounds: a reply to an older one is too late to time.
         self.sent.retain(|&s, _| s + 2 * ROUNDS > seq);
         self.sent.insert(seq, now);
-        self.last_sent = Some(now);
         let mut failed = Vec::new();
         for d in destinations {
             let socket = match (d.addr, v6) {
@@ -293,7 +290,9 @@ impl Run {
             // A probe (ours looped back, or another run's) or a malformed reply.
             return None;
         } else {
-            let rtt = now.saturating_duration_since(self.last_sent?);
+            // A text answer names no probe: time it from the latest one.
+            let last_sent = self.sent.values().max()?;
+            let rtt = now.saturating_duration_since(*last_sent);
             if datagram != TEXT_REPLY {
                 tracing::debug!("{address} answered {:?}", text::escaped(datagram));
             }
