@@ -3,23 +3,21 @@
 //!
 //! # Fan-out and the slow-client policy
 //!
-//! A message is relayed by the task that read it: it takes the member
-//! table's read lock once per batch of lines (everything one read brought
-//! in), and for each recipient appends the batch's bytes to that member's
-//! [`Outbox`] under the member's own small mutex. Nothing is awaited while
-//! a lock is held, and no lock is shared by all deliveries, so senders
-//! relay in parallel and a recipient's writer only contends with the
-//! senders writing to it. The recipient's task swaps the whole outbox out
-//! and writes it with as few `write` calls as the socket allows: when the
-//! room is busy, one system call carries many messages, which is where the
-//! speed comes from.
+//! A message is relayed by the task that read it: it appends the batch of
+//! lines one read brought in to the room's shared [`Log`], once, whatever
+//! the number of members (see [`super::log`]). In a room of up to
+//! [`LARGE_ROOM`] members the log is sealed at once and every member's
+//! task is woken; a larger room seals it every flush tick and wakes one
+//! group of members per tick ([`FLUSH_SLOTS`]), so each member writes what
+//! a busy room said meanwhile with one `writev`, which is where the speed
+//! comes from. Nothing is awaited while a lock is held.
 //!
-//! An outbox holds at most [`OUTBOX_LIMIT`] bytes beyond what the kernel's
-//! socket buffers already hold. A member whose outbox would overflow has
-//! stopped reading (or reads far slower than the room talks): it is marked
-//! overflowed, its queue is freed at once, and its own task disconnects it
-//! and tells the room. Nobody ever waits for a slow member, and a slow
-//! member costs at most its outbox.
+//! A member may fall at most [`OUTBOX_LIMIT`] bytes behind the log (beyond
+//! what the kernel's socket buffers already hold). A member further behind
+//! has stopped reading (or reads far slower than the room talks): its own
+//! task, which checks this whenever it is woken, disconnects it, lets go of
+//! the log and tells the room. Nobody ever waits for a slow member, and a
+//! slow member holds at most that much of the log.
 //!
 //! # Join and leave notices
 //!
@@ -29,20 +27,22 @@
 //! counted and summed up in one line per [`PRESENCE_INTERVAL`] instead.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 
+use super::log::{Log, Outbox, Pending, Wrote};
 use super::protocol::{MAX_WHO, Notice, nick_key};
 
-/// Bytes a member's outbound queue may hold before it is cut off.
+/// Bytes a member may fall behind before it is cut off.
 pub const OUTBOX_LIMIT: usize = 1024 * 1024;
 
 /// Largest room that is told of every join and leave one by one and gets
 /// every message written at once; larger rooms sum up joins and leaves
-/// and coalesce their output (see [`Room::broadcast`]).
+/// and coalesce their output (see [`Room::flush`]).
 pub const LARGE_ROOM: usize = 100;
 
 /// How long a large room's output may wait to be coalesced into fewer
@@ -53,7 +53,13 @@ pub const LARGE_ROOM: usize = 100;
 pub const FLUSH_INTERVAL: (Duration, Duration) =
     (Duration::from_millis(20), Duration::from_millis(50));
 
-/// Queued bytes that are written at once, without waiting for the flush.
+/// A large room's members are woken in this many groups (member id modulo
+/// `FLUSH_SLOTS`), one group per tick of [`Room::flush_interval`] /
+/// `FLUSH_SLOTS`.
+pub const FLUSH_SLOTS: usize = 1;
+
+/// Unsealed bytes that are sealed and sent at once, without waiting for
+/// the flush.
 pub const FLUSH_NOW: usize = 64 * 1024;
 
 /// How often a large room hears the sum of its joins and leaves.
@@ -62,6 +68,11 @@ pub const PRESENCE_INTERVAL: Duration = Duration::from_secs(1);
 /// The chat room shared by every connection.
 pub struct Room {
     members: RwLock<Members>,
+    /// Members online (kept beside the table, so relays need no lock on it).
+    online: AtomicUsize,
+    log: Mutex<Log>,
+    /// The log's sealed end, for readers that do not take its lock.
+    end: AtomicU64,
     /// Relay a sender's messages back to it too (seed task 4's behaviour).
     echo_self: bool,
     /// Connections beyond this are told `* error: server full`.
@@ -73,36 +84,42 @@ pub struct Room {
     presence: Mutex<Presence>,
     /// The server is shutting down: every member's task says goodbye.
     closing: AtomicBool,
-    /// Members with coalesced output waiting for [`Room::wake_dirty`].
-    dirty: Mutex<Vec<Arc<Member>>>,
 }
 
 #[derive(Default)]
 struct Members {
-    by_id: HashMap<u64, Arc<Member>>,
+    /// By flush slot, then id.
+    by_slot: [HashMap<u64, Arc<Member>>; FLUSH_SLOTS],
     /// Case-folded nick -> (member id, nick as the member spelled it).
     nicks: HashMap<String, (u64, Arc<str>)>,
 }
 
 impl Members {
-    /// Queues `bytes` for every member but `skip` and wakes their tasks;
-    /// in a large room, returns instead the members whose wake-up the
-    /// next flush is to do.
-    fn push_all(&self, skip: Option<u64>, bytes: &[u8]) -> Vec<Arc<Member>> {
-        let coalesce = self.by_id.len() > LARGE_ROOM;
-        let mut soon = Vec::new();
-        for member in self.by_id.values() {
-            if Some(member.id) == skip {
-                continue;
-            }
-            match member.enqueue(bytes) {
-                Wake::No => {}
-                Wake::Soon if coalesce => soon.push(member.clone()),
-                Wake::Soon | Wake::Now => member.waker.wake(),
+    fn get(&self, id: u64) -> Option<&Arc<Member>> {
+        self.by_slot[slot(id)].get(&id)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Arc<Member>> {
+        self.by_slot.iter().flat_map(HashMap::values)
+    }
+
+    fn len(&self) -> usize {
+        self.by_slot.iter().map(HashMap::len).sum()
+    }
+
+    /// Wakes every member but `skip` (0: nobody is skipped).
+    fn wake_all(&self, skip: u64) {
+        for member in self.all() {
+            if member.id != skip {
+                member.waker.wake();
             }
         }
-        soon
     }
+}
+
+/// A member's flush slot.
+fn slot(id: u64) -> usize {
+    (id % FLUSH_SLOTS as u64) as usize
 }
 
 #[derive(Default)]
@@ -117,7 +134,7 @@ struct Presence {
 pub enum Leave {
     /// `/quit`, `bye`, a closed or broken connection.
     Left,
-    /// Its outbox overflowed: it stopped reading.
+    /// It fell too far behind: it stopped reading.
     CutOff,
     /// The server is shutting down: nobody is told.
     Shutdown,
@@ -133,23 +150,22 @@ impl Room {
     pub fn new(echo_self: bool, max_clients: usize) -> Room {
         Room {
             members: RwLock::new(Members::default()),
+            online: AtomicUsize::new(0),
+            log: Mutex::new(Log::default()),
+            end: AtomicU64::new(0),
             echo_self,
             max_clients,
             next_guest: AtomicU64::new(1),
             next_id: AtomicU64::new(1),
             presence: Mutex::new(Presence::default()),
             closing: AtomicBool::new(false),
-            dirty: Mutex::new(Vec::new()),
         }
     }
 
     /// Tells every member's task that the server is shutting down.
     pub fn close_all(&self) {
         self.closing.store(true, Ordering::SeqCst);
-        let members = read(&self.members);
-        for member in members.by_id.values() {
-            member.waker.wake();
-        }
+        read(&self.members).wake_all(0);
     }
 
     /// True once [`Room::close_all`] was called.
@@ -157,14 +173,24 @@ impl Room {
         self.closing.load(Ordering::SeqCst)
     }
 
+    /// The log's sealed end.
+    fn end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
+    }
+
+    fn is_large(&self) -> bool {
+        self.online.load(Ordering::Relaxed) > LARGE_ROOM
+    }
+
     /// Adds a member under a fresh `guestN` nick, queues its welcome and
     /// tells the room. `None` when the room is full.
     pub fn join(&self) -> Option<(Arc<Member>, Arc<str>)> {
-        let member = Arc::new(Member::new(self.next_id.fetch_add(1, Ordering::Relaxed)));
-        // The welcome and the notices are queued under the write lock, so
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // The welcome and the notice are queued under the table's lock, so
         // a newcomer's first line is its welcome and every count is exact.
         let mut members = write(&self.members);
-        if members.by_id.len() >= self.max_clients {
+        let online = members.len() + 1;
+        if online > self.max_clients {
             return None;
         }
         let nick = loop {
@@ -174,36 +200,48 @@ impl Room {
                 break Arc::<str>::from(nick);
             }
         };
-        members
-            .nicks
-            .insert(nick.to_string(), (member.id, nick.clone()));
-        let online = members.by_id.len() + 1;
-        member.push(
-            &Notice::Welcome {
-                nick: &nick,
-                online,
+        members.nicks.insert(nick.to_string(), (id, nick.clone()));
+        let member = {
+            let mut log = lock(&self.log);
+            let mut outbox = log.outbox(id);
+            outbox.push_private(
+                log.end(),
+                Notice::Welcome {
+                    nick: &nick,
+                    online,
+                }
+                .to_bytes(),
+            );
+            if online <= LARGE_ROOM {
+                // Everyone but the newcomer hears of it at once.
+                log.append(
+                    id,
+                    &Notice::Joined {
+                        nick: &nick,
+                        online,
+                    }
+                    .to_bytes(),
+                );
+                self.end.store(log.seal(), Ordering::Release);
+            } else {
+                lock(&self.presence).joined += 1;
             }
-            .to_bytes(),
-        );
+            Arc::new(Member::new(id, outbox))
+        };
         if online <= LARGE_ROOM {
-            let notice = Notice::Joined {
-                nick: &nick,
-                online,
-            };
-            // A room this small writes at once: nothing is deferred.
-            members.push_all(None, &notice.to_bytes());
-        } else {
-            lock(&self.presence).joined += 1;
+            members.wake_all(id);
         }
-        members.by_id.insert(member.id, member.clone());
+        members.by_slot[slot(id)].insert(id, member.clone());
+        self.online.store(online, Ordering::Relaxed);
         Some((member, nick))
     }
 
-    /// Removes a member and tells the room how it left.
+    /// Removes a member and tells the room how it left. The member's
+    /// writer stops at what the log held when it left.
     pub fn leave(&self, member: &Member, nick: &str, how: Leave) {
-        member.close();
+        member.outbox().stop_at(self.end());
         let mut members = write(&self.members);
-        if members.by_id.remove(&member.id).is_none() {
+        if members.by_slot[slot(member.id)].remove(&member.id).is_none() {
             return;
         }
         let key = nick_key(nick);
@@ -214,7 +252,8 @@ impl Room {
         {
             members.nicks.remove(&key);
         }
-        let online = members.by_id.len();
+        let online = members.len();
+        self.online.store(online, Ordering::Relaxed);
         if how == Leave::Shutdown {
             return;
         }
@@ -225,7 +264,11 @@ impl Room {
                 Leave::CutOff => Notice::CutOff { nick, online },
                 _ => Notice::Left { nick, online },
             };
-            members.push_all(None, &notice.to_bytes());
+            let mut log = lock(&self.log);
+            log.append(0, &notice.to_bytes());
+            self.end.store(log.seal(), Ordering::Release);
+            drop(log);
+            members.wake_all(0);
         } else {
             let mut presence = lock(&self.presence);
             match how {
@@ -235,34 +278,75 @@ impl Room {
         }
     }
 
-    /// Appends `bytes` to every member's outbox, except `from`'s unless
-    /// the room echoes senders' messages back.
+    /// Appends `bytes` for every member, but not for `from` unless the
+    /// room echoes senders' messages back.
     pub fn relay(&self, from: u64, bytes: &[u8]) {
-        let skip = (!self.echo_self).then_some(from);
-        self.broadcast(skip, bytes);
+        let skip = if self.echo_self { 0 } else { from };
+        self.publish(skip, bytes);
     }
 
-    /// Appends `bytes` to every member's outbox but `skip`'s.
+    /// Appends `bytes` for every member but `skip` (0: for everyone).
     ///
-    /// In a room of more than [`LARGE_ROOM`] members, a member whose
-    /// outbox was empty is not woken at once but put on the dirty list,
-    /// which [`Room::wake_dirty`] empties every [`Room::flush_interval`]:
-    /// what a busy room says in that interval then leaves in one write per
-    /// member instead of one per message (the write, not the copy, is what
-    /// costs). A member with [`FLUSH_NOW`] bytes waiting is woken at once.
+    /// A small room seals it and wakes every member at once. A room of
+    /// more than [`LARGE_ROOM`] members leaves it for the next
+    /// [`Room::flush`]: what a busy room says in a flush interval then
+    /// leaves in one write per member instead of one per message (the
+    /// write, not the copy, is what costs). [`FLUSH_NOW`] unsealed bytes
+    /// are sent at once.
     pub fn broadcast(&self, skip: Option<u64>, bytes: &[u8]) {
-        let mut soon = read(&self.members).push_all(skip, bytes);
-        if !soon.is_empty() {
-            lock(&self.dirty).append(&mut soon);
+        self.publish(skip.unwrap_or(0), bytes);
+    }
+
+    fn publish(&self, skip: u64, bytes: &[u8]) {
+        let large = self.is_large();
+        {
+            let mut log = lock(&self.log);
+            log.append(skip, bytes);
+            if large && log.open_len() < FLUSH_NOW {
+                return;
+            }
+            self.end.store(log.seal(), Ordering::Release);
+        }
+        read(&self.members).wake_all(skip);
+    }
+
+    /// A flush tick of a large room: seals what was appended and wakes
+    /// the members of flush slot `slot` that have not written up to it.
+    pub fn flush(&self, slot: usize) {
+        let end = {
+            let mut log = lock(&self.log);
+            let end = log.seal();
+            self.end.store(end, Ordering::Release);
+            end
+        };
+        let members = read(&self.members);
+        let Some(group) = members.by_slot.get(slot) else {
+            return;
+        };
+        for member in group.values() {
+            if member.written.load(Ordering::Relaxed) < end {
+                member.waker.wake();
+            }
         }
     }
 
-    /// Wakes every member that had output coalesced since the last call.
-    pub fn wake_dirty(&self) {
-        let dirty = std::mem::take(&mut *lock(&self.dirty));
-        for member in dirty {
-            member.waker.wake();
+    /// Queues `bytes` for `member` alone and wakes its task.
+    pub fn tell(&self, member: &Member, bytes: Vec<u8>) {
+        self.queue_private(member, self.end(), bytes);
+    }
+
+    /// Queues a private line for `member` after the log up to `at`, or
+    /// cuts the member off if that puts it too far behind.
+    fn queue_private(&self, member: &Member, at: u64, bytes: Vec<u8>) {
+        {
+            let mut outbox = member.outbox();
+            if outbox.lag(self.end()).saturating_add(bytes.len()) > OUTBOX_LIMIT {
+                outbox.cut_off();
+            } else {
+                outbox.push_private(at, bytes);
+            }
         }
+        member.waker.wake();
     }
 
     /// Renames member `id` from `old` to `new` and tells everyone. A change
@@ -299,13 +383,22 @@ impl Room {
         Ok(new)
     }
 
-    /// Appends `bytes` to the outbox of the member called `nick` (any
-    /// case); returns that member's id and nick as spelled, if there is one.
+    /// Queues `bytes` for the member called `nick` (any case), after
+    /// everything the sender relayed before; returns that member's id and
+    /// nick as spelled, if there is one.
     pub fn send_to(&self, nick: &str, bytes: impl FnOnce(&str) -> Vec<u8>) -> Option<u64> {
         let members = read(&self.members);
         let (id, spelled) = members.nicks.get(&nick_key(nick))?;
-        let member = members.by_id.get(id)?;
-        member.push(&bytes(spelled));
+        let member = members.get(*id)?;
+        // Seal first: the sender's earlier messages may still be unsealed,
+        // and the private line must not overtake them.
+        let at = {
+            let mut log = lock(&self.log);
+            let end = log.seal();
+            self.end.store(end, Ordering::Release);
+            end
+        };
+        self.queue_private(member, at, bytes(spelled));
         Some(*id)
     }
 
@@ -318,7 +411,7 @@ impl Room {
                 .iter()
                 .map(|(key, (_, nick))| (key.clone(), nick.clone()))
                 .collect();
-            (nicks, members.by_id.len())
+            (nicks, members.len())
         };
         nicks.sort_unstable();
         let names: Vec<String> = nicks
@@ -340,13 +433,12 @@ impl Room {
         if presence.joined + presence.left + presence.cut_off == 0 {
             return None;
         }
-        let online = read(&self.members).by_id.len();
         Some(
             Notice::Presence {
                 joined: presence.joined,
                 left: presence.left,
                 cut_off: presence.cut_off,
-                online,
+                online: self.online(),
             }
             .to_bytes(),
         )
@@ -364,145 +456,94 @@ impl Room {
 
     /// Members online now.
     pub fn online(&self) -> usize {
-        read(&self.members).by_id.len()
+        self.online.load(Ordering::Relaxed)
+    }
+
+    /// What is waiting for `member`'s task.
+    pub fn queued(&self, member: &Member) -> Queued {
+        let end = self.end();
+        let outbox = member.outbox();
+        if outbox.lag(end) > OUTBOX_LIMIT {
+            Queued::Overflowed
+        } else if outbox.pending(end) == Pending::Bytes {
+            Queued::Bytes
+        } else {
+            Queued::Nothing
+        }
+    }
+
+    /// Writes what is waiting for `member` with `write` (a non-blocking
+    /// vectored write), in at most `rounds` writes.
+    pub fn write_out(
+        &self,
+        member: &Member,
+        rounds: usize,
+        write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> io::Result<Flow> {
+        let end = self.end();
+        let mut outbox = member.outbox();
+        if outbox.lag(end) > OUTBOX_LIMIT {
+            outbox.cut_off();
+            return Ok(Flow::CutOff);
+        }
+        let wrote = outbox.write(end, rounds, write);
+        member
+            .written
+            .store(outbox.position(), Ordering::Relaxed);
+        Ok(match wrote? {
+            Some(Wrote::All) => Flow::Idle,
+            Some(Wrote::Blocked) => Flow::Blocked,
+            None => Flow::Busy,
+        })
     }
 }
 
-/// One connected client as the room sees it: an id and an outbox.
+/// What writing found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Everything queued is written.
+    Idle,
+    /// The socket is full; wait until it is writable.
+    Blocked,
+    /// More is queued already; come back after letting others run.
+    Busy,
+    /// The member fell too far behind.
+    CutOff,
+}
+
+/// One connected client as the room sees it: an id and its outbox.
 pub struct Member {
     pub id: u64,
     outbox: Mutex<Outbox>,
-    /// Wakes the member's task when its outbox stops being empty (or
-    /// overflows, or the server shuts down).
+    /// How far it has written the log (for the flush's wake-ups).
+    written: AtomicU64,
+    /// Wakes the member's task when there is output for it (or it fell
+    /// too far behind, or the server shuts down).
     pub waker: AtomicWaker,
 }
 
-/// A member's queued output: the bytes themselves, so a burst of messages
-/// leaves in one write.
-#[derive(Default)]
-struct Outbox {
-    bytes: Vec<u8>,
-    state: State,
-}
-
-#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    #[default]
-    Open,
-    /// It stopped reading: the next take reports it and nothing more is
-    /// queued.
-    Overflowed,
-    /// It has left: nothing more is queued.
-    Closed,
-}
-
-/// When a member's task must be woken after output was queued for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wake {
-    /// It already knows.
-    No,
-    /// Its outbox was empty: wake it, or let the flush do it.
-    Soon,
-    /// Overflowed or a lot is waiting: wake it now.
-    Now,
-}
-
-/// What [`Member::queued`] found.
+/// What [`Room::queued`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Queued {
     Nothing,
     Bytes,
-    /// The outbox overflowed: the member must be disconnected, even in
+    /// The member fell too far behind: it must be disconnected, even in
     /// the middle of a write that will never finish.
     Overflowed,
 }
 
-/// The member's outbox overflowed: it must be disconnected.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Overflowed;
-
 impl Member {
-    fn new(id: u64) -> Member {
+    fn new(id: u64, outbox: Outbox) -> Member {
         Member {
             id,
-            outbox: Mutex::new(Outbox::default()),
+            written: AtomicU64::new(outbox.position()),
+            outbox: Mutex::new(outbox),
             waker: AtomicWaker::new(),
         }
     }
 
-    /// Queues `bytes` and wakes the member's task, or marks the member
-    /// overflowed if they do not fit.
-    pub fn push(&self, bytes: &[u8]) {
-        if self.enqueue(bytes) != Wake::No {
-            self.waker.wake();
-        }
-    }
-
-    /// Queues `bytes` (or marks the member overflowed) and says when its
-    /// task needs waking; the caller does the waking.
-    fn enqueue(&self, bytes: &[u8]) -> Wake {
-        let mut outbox = lock(&self.outbox);
-        if outbox.state != State::Open {
-            return Wake::No;
-        }
-        let before = outbox.bytes.len();
-        if before + bytes.len() > OUTBOX_LIMIT {
-            outbox.state = State::Overflowed;
-            outbox.bytes = Vec::new();
-            return Wake::Now;
-        }
-        outbox.bytes.extend_from_slice(bytes);
-        if before == 0 {
-            Wake::Soon
-        } else if before < FLUSH_NOW && before + bytes.len() >= FLUSH_NOW {
-            Wake::Now
-        } else {
-            // Its task was woken (or is due to be) when the first bytes
-            // came in.
-            Wake::No
-        }
-    }
-
-    /// What is waiting for the member's task.
-    pub fn queued(&self) -> Queued {
-        let outbox = lock(&self.outbox);
-        if outbox.state == State::Overflowed {
-            Queued::Overflowed
-        } else if outbox.bytes.is_empty() {
-            Queued::Nothing
-        } else {
-            Queued::Bytes
-        }
-    }
-
-    /// Moves everything queued into `out` (which must be empty) by
-    /// swapping buffers, so the queue keeps `out`'s allocation.
-    pub fn take(&self, out: &mut Vec<u8>) -> Result<(), Overflowed> {
-        debug_assert!(out.is_empty());
-        let mut outbox = lock(&self.outbox);
-        if outbox.state == State::Overflowed {
-            return Err(Overflowed);
-        }
-        std::mem::swap(out, &mut outbox.bytes);
-        Ok(())
-    }
-
-    /// Stops queueing for a member that left; what is queued stays to be
-    /// written.
-    fn close(&self) {
-        let mut outbox = lock(&self.outbox);
-        if outbox.state == State::Open {
-            outbox.state = State::Closed;
-        }
-    }
-
-    /// Queues `bytes` even after the member left (its last words: `* bye`,
-    /// `* server shutting down`), within the same limit.
-    pub fn push_final(&self, bytes: &[u8]) {
-        let mut outbox = lock(&self.outbox);
-        if outbox.state != State::Overflowed && outbox.bytes.len() + bytes.len() <= OUTBOX_LIMIT {
-            outbox.bytes.extend_from_slice(bytes);
-        }
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        lock(&self.outbox)
     }
 }
 
@@ -524,9 +565,19 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 mod tests {
     use super::*;
 
-    fn drain(member: &Member) -> String {
+    /// Everything waiting for `member`, as if its socket took it all.
+    fn drain(room: &Room, member: &Member) -> String {
         let mut out = Vec::new();
-        member.take(&mut out).unwrap();
+        let flow = room
+            .write_out(member, 1000, |slices| {
+                let before = out.len();
+                for s in slices {
+                    out.extend_from_slice(s);
+                }
+                Ok(out.len() - before)
+            })
+            .unwrap();
+        assert_ne!(flow, Flow::CutOff);
         String::from_utf8(out).unwrap()
     }
 
@@ -536,11 +587,61 @@ mod tests {
         let (a, a_nick) = room.join().unwrap();
         let (b, _) = room.join().unwrap();
         assert_eq!(&*a_nick, "guest1");
-        assert!(drain(&a).contains("guest2 joined (2 online)"));
-        assert!(drain(&b).starts_with("* welcome to sockit chat, you are guest2 (2 online"));
+        assert!(drain(&room, &a).contains("guest2 joined (2 online)"));
+        assert!(drain(&room, &b).starts_with("* welcome to sockit chat, you are guest2 (2 online"));
         room.relay(a.id, b"[guest1] hi\n");
-        assert_eq!(drain(&b), "[guest1] hi\n");
-        assert_eq!(drain(&a), "");
+        assert_eq!(drain(&room, &b), "[guest1] hi\n");
+        assert_eq!(drain(&room, &a), "");
+        assert_eq!(room.queued(&a), Queued::Nothing);
+    }
+
+    #[test]
+    fn a_private_line_keeps_its_place_after_the_senders_messages() {
+        let room = Room::new(false, 1000);
+        let mut members: Vec<_> = (0..LARGE_ROOM + 1).map(|_| room.join().unwrap().0).collect();
+        let (a, b) = (members.remove(0), members.remove(0));
+        drain(&room, &a);
+        drain(&room, &b);
+        // A large room leaves relays unsealed until the flush...
+        room.relay(a.id, b"one\n");
+        assert_eq!(drain(&room, &b), "");
+        // ...but a private line seals them first.
+        room.send_to("guest2", |_| b"private\n".to_vec());
+        room.relay(a.id, b"two\n");
+        room.flush(0);
+        assert_eq!(drain(&room, &b), "one\nprivate\ntwo\n");
+        assert_eq!(drain(&room, &a), "");
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let room = Room::new(false, 10);
+        let (a, _) = room.join().unwrap();
+        let (b, _) = room.join().unwrap();
+        drain(&room, &b);
+        room.relay(a.id, b"first\n");
+        room.relay(b.id, b"own\n");
+        room.relay(a.id, b"second\n");
+        room.tell(&b, b"note\n".to_vec());
+        let mut out = Vec::new();
+        // A socket that takes three bytes per write.
+        loop {
+            let flow = room
+                .write_out(&b, 1, |slices| {
+                    let mut n = 0;
+                    for s in slices {
+                        let take = (3 - n).min(s.len());
+                        out.extend_from_slice(&s[..take]);
+                        n += take;
+                    }
+                    Ok(n)
+                })
+                .unwrap();
+            if flow == Flow::Idle {
+                break;
+            }
+        }
+        assert_eq!(String::from_utf8(out).unwrap(), "first\nsecond\nnote\n");
     }
 
     #[test]
@@ -563,16 +664,19 @@ mod tests {
     }
 
     #[test]
-    fn an_overflowing_member_is_reported_and_freed() {
+    fn a_member_too_far_behind_is_cut_off_and_lets_go_of_the_log() {
         let room = Room::new(false, 10);
         let (a, _) = room.join().unwrap();
+        let (b, _) = room.join().unwrap();
         let line = vec![b'x'; 1000];
         for _ in 0..OUTBOX_LIMIT / 1000 + 1 {
-            a.push(&line);
+            room.relay(a.id, &line);
         }
-        let mut out = Vec::new();
-        assert_eq!(a.take(&mut out), Err(Overflowed));
-        assert_eq!(lock(&a.outbox).bytes.capacity(), 0);
+        assert_eq!(room.queued(&b), Queued::Overflowed);
+        assert_eq!(room.write_out(&b, 1, |_| Ok(0)).unwrap(), Flow::CutOff);
+        // It holds no segment any more, and stays cut off.
+        assert!(b.outbox().position() > room.end());
+        assert_eq!(room.queued(&b), Queued::Overflowed);
     }
 
     #[test]

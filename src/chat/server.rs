@@ -29,7 +29,7 @@ use super::protocol::{
     Command, Input, LineFramer, Notice, PAUSE, decode, name_prefix, push_action, push_message,
     push_private, valid_nick,
 };
-use super::room::{Leave, Member, NickError, PRESENCE_INTERVAL, Queued, Room};
+use super::room::{FLUSH_SLOTS, Flow, Leave, Member, NickError, PRESENCE_INTERVAL, Queued, Room};
 use crate::error::Result;
 use crate::service::{self, OnShutdown};
 
@@ -46,13 +46,6 @@ pub struct Config {
 
 /// Bytes read from a socket at once (into the per-thread scratch buffer).
 const READ_CHUNK: usize = 16 * 1024;
-
-/// A write smaller than this is conversation, not a busy room: its buffer
-/// is released rather than kept for the next batch.
-const SMALL_WRITE: usize = 1024;
-
-/// A write buffer grown past this is released after the write.
-const KEEP_WRITE_BUFFER: usize = 256 * 1024;
 
 /// A relay buffer grown past this is given back once relayed.
 const KEEP_BUFFER: usize = 16 * 1024;
@@ -100,15 +93,18 @@ pub async fn run(
 /// through the room (so no connection waits on the token itself).
 async fn tick(room: Arc<Room>, shutdown: CancellationToken) {
     let mut last_presence = Instant::now();
+    let mut slot = 0;
     loop {
+        let tick = room.flush_interval() / FLUSH_SLOTS as u32;
         tokio::select! {
-            _ = tokio::time::sleep(room.flush_interval()) => {}
+            _ = tokio::time::sleep(tick) => {}
             _ = shutdown.cancelled() => {
                 room.close_all();
                 return;
             }
         }
-        room.wake_dirty();
+        room.flush(slot);
+        slot = (slot + 1) % FLUSH_SLOTS;
         if last_presence.elapsed() >= PRESENCE_INTERVAL {
             last_presence = Instant::now();
             if let Some(summary) = room.presence_summary() {
@@ -134,8 +130,7 @@ async fn serve_connection(stream: TcpStream, room: Arc<Room>, max_line: usize) -
         first_message: true,
         framer: LineFramer::new(max_line),
         max_line,
-        out: Vec::new(),
-        written: 0,
+        blocked: false,
         relay: Vec::new(),
         quit: false,
     };
@@ -182,18 +177,6 @@ enum Event {
     Failed(io::Error),
 }
 
-/// What writing found.
-enum Flow {
-    /// Everything queued is written.
-    Idle,
-    /// The socket is full; wait until it is writable.
-    Blocked,
-    /// More is queued already; come back after letting others run.
-    Busy,
-    /// The outbox overflowed.
-    CutOff,
-}
-
 struct Connection {
     stream: TcpStream,
     room: Arc<Room>,
@@ -206,9 +189,8 @@ struct Connection {
     first_message: bool,
     framer: LineFramer,
     max_line: usize,
-    /// Bytes being written, taken from the outbox, and how far we got.
-    out: Vec<u8>,
-    written: usize,
+    /// The last write found the socket full: wait until it is writable.
+    blocked: bool,
     /// Messages read in this read, relayed together once it is processed.
     relay: Vec<u8>,
     /// `/quit` or `bye` was read: stop reading and say goodbye.
@@ -231,7 +213,7 @@ impl Connection {
             if self.quit {
                 return Ending::Quit;
             }
-            let writing = self.written < self.out.len();
+            let writing = self.blocked;
             let event = std::future::poll_fn(|cx| self.poll_event(cx, writing, &mut pause)).await;
             match event {
                 Event::Shutdown => return Ending::Shutdown,
@@ -284,7 +266,7 @@ impl Connection {
         if self.room.is_closing() {
             return Poll::Ready(Event::Shutdown);
         }
-        match self.member.queued() {
+        match self.room.queued(&self.member) {
             Queued::Overflowed => return Poll::Ready(Event::Overflowed),
             Queued::Bytes if !writing => return Poll::Ready(Event::Queued),
             _ => {}
@@ -389,7 +371,7 @@ impl Connection {
                 }
                 Err(NickError::Taken) => self.tell(&Notice::NickTaken(name)),
             },
-            Command::Who => self.member.push(&self.room.who()),
+            Command::Who => self.room.tell(&self.member, self.room.who()),
             Command::Me(action) => {
                 let mut line = Vec::new();
                 push_action(&mut line, &self.nick, action);
@@ -403,7 +385,7 @@ impl Connection {
                 });
                 match sent {
                     Some(id) if id == self.member.id => {}
-                    Some(_) => self.member.push(&line),
+                    Some(_) => self.room.tell(&self.member, line),
                     None => self.tell(&Notice::NoSuchNick(to)),
                 }
             }
@@ -416,7 +398,7 @@ impl Connection {
 
     /// Queues a notice for this client only.
     fn tell(&self, notice: &Notice<'_>) {
-        self.member.push(&notice.to_bytes());
+        self.room.tell(&self.member, notice.to_bytes());
     }
 
     /// Relays the messages batched from the current read.
@@ -431,35 +413,18 @@ impl Connection {
         }
     }
 
-    /// Writes queued output without waiting: whatever the outbox holds is
-    /// swapped out and written in as few calls as the socket allows.
+    /// Writes queued output without waiting, in as few calls as the
+    /// socket allows (one `writev` carries everything the room said since
+    /// the last one).
     fn write_queued(&mut self) -> io::Result<Flow> {
-        for _ in 0..WRITE_ROUNDS {
-            if self.written == self.out.len() {
-                // Written. A busy connection keeps its buffer (it goes to
-                // the outbox in the swap below, so the next batch needs no
-                // allocation); after a conversation-sized write it is given
-                // back, so an idle connection holds none.
-                if self.out.len() < SMALL_WRITE || self.out.capacity() > KEEP_WRITE_BUFFER {
-                    self.out = Vec::new();
-                } else {
-                    self.out.clear();
-                }
-                self.written = 0;
-                if self.member.take(&mut self.out).is_err() {
-                    return Ok(Flow::CutOff);
-                }
-                if self.out.is_empty() {
-                    return Ok(Flow::Idle);
-                }
-            }
-            match self.stream.try_write(&self.out[self.written..]) {
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flow::Blocked),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(Flow::Busy)
+        let stream = &self.stream;
+        let flow = self
+            .room
+            .write_out(&self.member, WRITE_ROUNDS, |slices| {
+                stream.try_write_vectored(slices)
+            })?;
+        self.blocked = flow == Flow::Blocked;
+        Ok(flow)
     }
 
     /// Leaves the room as `ending` says and closes the connection.
@@ -468,7 +433,7 @@ impl Connection {
             Ending::Quit | Ending::Closed => {
                 self.room.leave(&self.member, &self.nick, Leave::Left);
                 if matches!(ending, Ending::Quit) {
-                    self.member.push_final(&Notice::Bye.to_bytes());
+                    self.room.tell(&self.member, Notice::Bye.to_bytes());
                 }
                 let deadline = Instant::now() + GOODBYE;
                 self.flush_until(deadline).await?;
@@ -476,7 +441,7 @@ impl Connection {
             }
             Ending::Shutdown => {
                 self.room.leave(&self.member, &self.nick, Leave::Shutdown);
-                self.member.push_final(&Notice::ShuttingDown.to_bytes());
+                self.room.tell(&self.member, Notice::ShuttingDown.to_bytes());
                 let deadline = Instant::now() + SHUTDOWN_FLUSH;
                 self.flush_until(deadline).await?;
                 close_gracefully(self.stream, deadline + SHUTDOWN_FLUSH).await
