@@ -56,7 +56,7 @@ pub const FLUSH_INTERVAL: (Duration, Duration) =
 /// A large room's members are woken in this many groups (member id modulo
 /// `FLUSH_SLOTS`), one group per tick of [`Room::flush_interval`] /
 /// `FLUSH_SLOTS`.
-pub const FLUSH_SLOTS: usize = 1;
+pub const FLUSH_SLOTS: usize = 10;
 
 /// Unsealed bytes that are sealed and sent at once, without waiting for
 /// the flush.
