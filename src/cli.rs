@@ -256,8 +256,10 @@ pub enum ChatCommand {
         /help and /quit (or a bare `bye`); a seed 4-3 client's `[NAME] ` prefix is taken as \
         its nick. Joins and leaves are announced one by one in rooms of up to 100 people; in \
         larger rooms they are summed up once a second, so a crowd connecting at once does not \
-        flood everyone. A client that stops reading is disconnected once 1 MiB is queued for \
-        it, and the room is told; it never slows anyone else down."
+        flood everyone, and what the room says is sent out in batches every 20 to 50 ms \
+        (longer for larger rooms), one write per client per batch. A client that stops \
+        reading is disconnected once it falls 1 MiB behind, and the room is told; it never \
+        slows anyone else down."
     )]
     Serve(ChatServe),
     /// Join a chat room: print what arrives, send each stdin line

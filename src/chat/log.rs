@@ -74,6 +74,18 @@ impl Segment {
     }
 }
 
+impl Drop for Segment {
+    /// Frees the chain after this segment iteratively: a member cut off
+    /// far behind may hold the only reference to thousands of segments,
+    /// and dropping them one inside the other would exhaust the stack.
+    fn drop(&mut self) {
+        let mut next = self.next.take();
+        while let Some(segment) = next {
+            next = Arc::into_inner(segment).and_then(|mut s| s.next.take());
+        }
+    }
+}
+
 /// The writing side of the log, owned by the room (under its lock).
 pub struct Log {
     open: Vec<u8>,
@@ -200,7 +212,8 @@ impl Outbox {
         }
         let log = usize::try_from(end.saturating_sub(self.position())).unwrap_or(usize::MAX);
         let current = self.current.as_ref().map_or(0, |(b, w)| b.len() - w);
-        log.saturating_add(self.private_bytes).saturating_add(current)
+        log.saturating_add(self.private_bytes)
+            .saturating_add(current)
     }
 
     /// Lets go of the log and of everything queued: the member is cut off
@@ -382,5 +395,46 @@ impl Outbox {
             self.off += take;
             n -= take;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_chain_is_freed_without_recursion() {
+        let mut log = Log::default();
+        let outbox = log.outbox(1);
+        for _ in 0..200_000 {
+            log.append(0, b"x\n");
+            log.seal();
+        }
+        assert_eq!(outbox.lag(log.end()), 400_000);
+        // The outbox holds the only reference to all but the last segment.
+        drop(outbox);
+        assert_eq!(Arc::strong_count(&log.tail), 1);
+    }
+
+    #[test]
+    fn a_member_skips_its_own_pieces_and_only_those() {
+        let mut log = Log::default();
+        let mut outbox = log.outbox(7);
+        log.append(0, b"all ");
+        log.append(7, b"mine ");
+        log.append(8, b"theirs ");
+        log.append(0, b"end");
+        let end = log.seal();
+        let mut out = Vec::new();
+        let wrote = outbox.write(end, 10, |slices| {
+            assert_eq!(slices.len(), 3);
+            let n = slices.iter().map(|s| s.len()).sum();
+            slices.iter().for_each(|s| out.extend_from_slice(s));
+            Ok(n)
+        });
+        assert_eq!(wrote.unwrap(), Some(Wrote::All));
+        assert_eq!(out, b"all theirs end");
+        assert_eq!(outbox.position(), end);
+        assert_eq!(outbox.pending(end), Pending::Nothing);
     }
 }

@@ -241,7 +241,10 @@ impl Room {
     pub fn leave(&self, member: &Member, nick: &str, how: Leave) {
         member.outbox().stop_at(self.end());
         let mut members = write(&self.members);
-        if members.by_slot[slot(member.id)].remove(&member.id).is_none() {
+        if members.by_slot[slot(member.id)]
+            .remove(&member.id)
+            .is_none()
+        {
             return;
         }
         let key = nick_key(nick);
@@ -487,9 +490,7 @@ impl Room {
             return Ok(Flow::CutOff);
         }
         let wrote = outbox.write(end, rounds, write);
-        member
-            .written
-            .store(outbox.position(), Ordering::Relaxed);
+        member.written.store(outbox.position(), Ordering::Relaxed);
         Ok(match wrote? {
             Some(Wrote::All) => Flow::Idle,
             Some(Wrote::Blocked) => Flow::Blocked,
@@ -598,7 +599,9 @@ mod tests {
     #[test]
     fn a_private_line_keeps_its_place_after_the_senders_messages() {
         let room = Room::new(false, 1000);
-        let mut members: Vec<_> = (0..LARGE_ROOM + 1).map(|_| room.join().unwrap().0).collect();
+        let mut members: Vec<_> = (0..LARGE_ROOM + 1)
+            .map(|_| room.join().unwrap().0)
+            .collect();
         let (a, b) = (members.remove(0), members.remove(0));
         drain(&room, &a);
         drain(&room, &b);

@@ -29,7 +29,9 @@ use super::protocol::{
     Command, Input, LineFramer, Notice, PAUSE, decode, name_prefix, push_action, push_message,
     push_private, valid_nick,
 };
-use super::room::{FLUSH_SLOTS, Flow, Leave, Member, NickError, PRESENCE_INTERVAL, Queued, Room};
+use super::room::{
+    FLUSH_SLOTS, Flow, LARGE_ROOM, Leave, Member, NickError, PRESENCE_INTERVAL, Queued, Room,
+};
 use crate::error::Result;
 use crate::service::{self, OnShutdown};
 
@@ -95,7 +97,13 @@ async fn tick(room: Arc<Room>, shutdown: CancellationToken) {
     let mut last_presence = Instant::now();
     let mut slot = 0;
     loop {
-        let tick = room.flush_interval() / FLUSH_SLOTS as u32;
+        // A small room seals as it goes: its clock only needs to notice
+        // the room growing.
+        let tick = if room.online() > LARGE_ROOM {
+            room.flush_interval() / FLUSH_SLOTS as u32
+        } else {
+            room.flush_interval()
+        };
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
             _ = shutdown.cancelled() => {
@@ -444,7 +452,8 @@ impl Connection {
             }
             Ending::Shutdown => {
                 self.room.leave(&self.member, &self.nick, Leave::Shutdown);
-                self.room.tell(&self.member, Notice::ShuttingDown.to_bytes());
+                self.room
+                    .tell(&self.member, Notice::ShuttingDown.to_bytes());
                 let deadline = Instant::now() + SHUTDOWN_FLUSH;
                 self.flush_until(deadline).await?;
                 close_gracefully(self.stream, deadline + SHUTDOWN_FLUSH).await
