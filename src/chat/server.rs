@@ -1,12 +1,13 @@
 //! `sockit chat serve`: the room's connections.
 //!
 //! Each connection is one task that reads, relays and writes without ever
-//! blocking on another connection: lines read are relayed into the
-//! recipients' outboxes at once (see [`super::room`] for the fan-out and
-//! the slow-client policy), and the task writes its own outbox whenever
-//! the socket can take it. Reading and writing are interleaved in one
-//! `select!` loop with non-blocking reads and writes, so a client that
-//! talks without reading is still read from until its outbox overflows.
+//! blocking on another connection: lines read are appended to the room's
+//! shared log at once (see [`super::room`] for the fan-out and the
+//! slow-client policy), and the task writes what the log and its private
+//! queue hold for it whenever the socket can take it. Reading and writing
+//! are interleaved in one hand-written poll loop with non-blocking reads
+//! and writes, so a client that talks without reading is still read from
+//! until it falls too far behind.
 //!
 //! Reads go into one scratch buffer per worker thread; only the unfinished
 //! tail of a line is kept per connection, so an idle connection holds no
@@ -53,7 +54,7 @@ const READ_CHUNK: usize = 16 * 1024;
 const KEEP_BUFFER: usize = 16 * 1024;
 
 /// Rounds of take-and-write before the task lets others run, so a member
-/// whose outbox is refilled as fast as it is written cannot hog a thread.
+/// whose output grows as fast as it is written cannot hog a thread.
 const WRITE_ROUNDS: usize = 8;
 
 /// How long a leaving client's last lines may take to go out, and how
@@ -160,7 +161,7 @@ enum Ending {
     Quit,
     /// The client closed its side.
     Closed,
-    /// The outbox overflowed: the client stopped reading.
+    /// It fell too far behind: the client stopped reading.
     CutOff,
     /// The server is shutting down.
     Shutdown,
@@ -178,7 +179,7 @@ enum Event {
     Queued,
     /// The client paused in the middle of a line.
     Paused,
-    /// Its outbox overflowed: it stopped reading.
+    /// It fell too far behind: it stopped reading.
     Overflowed,
     /// The server is shutting down.
     Shutdown,
