@@ -166,13 +166,6 @@ struct Private {
     bytes: Vec<u8>,
 }
 
-/// What an outbox has to write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pending {
-    Nothing,
-    Bytes,
-}
-
 /// How a write went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wrote {
@@ -242,13 +235,8 @@ impl Outbox {
     }
 
     /// Whether anything is left to write, given the sealed end.
-    pub fn pending(&self, end: u64) -> Pending {
-        let end = self.limit(end);
-        if self.current.is_some() || !self.private.is_empty() || self.position() < end {
-            Pending::Bytes
-        } else {
-            Pending::Nothing
-        }
+    pub fn has_pending(&self, end: u64) -> bool {
+        self.current.is_some() || !self.private.is_empty() || self.position() < self.limit(end)
     }
 
     fn limit(&self, end: u64) -> u64 {
@@ -435,6 +423,6 @@ mod tests {
         assert_eq!(wrote.unwrap(), Some(Wrote::All));
         assert_eq!(out, b"all theirs end");
         assert_eq!(outbox.position(), end);
-        assert_eq!(outbox.pending(end), Pending::Nothing);
+        assert!(!outbox.has_pending(end));
     }
 }

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 
-use super::log::{Log, Outbox, Pending, Wrote};
+use super::log::{Log, Outbox, Wrote};
 use super::protocol::{MAX_WHO, Notice, nick_key};
 
 /// Bytes a member may fall behind before it is cut off.
@@ -178,6 +178,14 @@ impl Room {
         self.end.load(Ordering::Acquire)
     }
 
+    /// Seals what `log` (the room's, locked) holds open and publishes the
+    /// new end; returns it.
+    fn seal(&self, log: &mut Log) -> u64 {
+        let end = log.seal();
+        self.end.store(end, Ordering::Release);
+        end
+    }
+
     fn is_large(&self) -> bool {
         self.online.load(Ordering::Relaxed) > LARGE_ROOM
     }
@@ -222,7 +230,7 @@ impl Room {
                     }
                     .to_bytes(),
                 );
-                self.end.store(log.seal(), Ordering::Release);
+                self.seal(&mut log);
             } else {
                 lock(&self.presence).joined += 1;
             }
@@ -269,7 +277,7 @@ impl Room {
             };
             let mut log = lock(&self.log);
             log.append(0, &notice.to_bytes());
-            self.end.store(log.seal(), Ordering::Release);
+            self.seal(&mut log);
             drop(log);
             members.wake_all(0);
         } else {
@@ -308,7 +316,7 @@ impl Room {
             if large && log.open_len() < FLUSH_NOW {
                 return;
             }
-            self.end.store(log.seal(), Ordering::Release);
+            self.seal(&mut log);
         }
         read(&self.members).wake_all(skip);
     }
@@ -316,12 +324,7 @@ impl Room {
     /// A flush tick of a large room: seals what was appended and wakes
     /// the members of flush slot `slot` that have not written up to it.
     pub fn flush(&self, slot: usize) {
-        let end = {
-            let mut log = lock(&self.log);
-            let end = log.seal();
-            self.end.store(end, Ordering::Release);
-            end
-        };
+        let end = self.seal(&mut lock(&self.log));
         let members = read(&self.members);
         let Some(group) = members.by_slot.get(slot) else {
             return;
@@ -395,12 +398,7 @@ impl Room {
         let member = members.get(*id)?;
         // Seal first: the sender's earlier messages may still be unsealed,
         // and the private line must not overtake them.
-        let at = {
-            let mut log = lock(&self.log);
-            let end = log.seal();
-            self.end.store(end, Ordering::Release);
-            end
-        };
+        let at = self.seal(&mut lock(&self.log));
         self.queue_private(member, at, bytes(spelled));
         Some(*id)
     }
@@ -468,7 +466,7 @@ impl Room {
         let outbox = member.outbox();
         if outbox.lag(end) > OUTBOX_LIMIT {
             Queued::Overflowed
-        } else if outbox.pending(end) == Pending::Bytes {
+        } else if outbox.has_pending(end) {
             Queued::Bytes
         } else {
             Queued::Nothing
