@@ -1,15 +1,15 @@
 //! The command line: every flag defined once, with its help and default,
 //! and checked by clap before any socket is opened (a bad value is a
-//! usage error, exit 2). [`crate::run`] turns the parsed values into each
-//! service's config.
+//! usage error, exit 2). [`crate::commands`] turns the parsed values into
+//! each service's config.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::echo::protocol::Reply;
-use crate::json::protocol::DEFAULT_MAX_SIZE;
+use sockit::echo::protocol::Reply;
+use sockit::json::protocol::DEFAULT_MAX_SIZE;
 
 /// sockit: the socket toolkit for the course's programs, and for real use.
 #[derive(Debug, Parser)]
@@ -226,12 +226,8 @@ pub struct FileReceive {
 
 #[derive(Debug, Args)]
 pub struct FileSend {
-    /// Receiver host name or address
-    pub host: String,
-
-    /// Receiver port
-    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: u16,
+    #[command(flatten)]
+    pub target: Target,
 
     /// Files and directories to send
     #[arg(value_name = "PATH", required = true)]
@@ -240,10 +236,6 @@ pub struct FileSend {
     /// Print one JSON object per entry and a summary object, instead of the summary line
     #[arg(long)]
     pub json: bool,
-
-    /// Seconds to wait for the connection and the receiver's greeting
-    #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = seconds)]
-    pub wait: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,6 +272,23 @@ pub enum JsonCommand {
     Serve(JsonServe),
     /// Send JSON values and print each reply on its own line
     Send(JsonSend),
+}
+
+/// Where a client connects: the same three arguments for every TCP client
+/// command. (`ping` keeps iputils' meanings instead: a default port, `-W`
+/// for the reply wait and `-w` for the whole run.)
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Server host name or address
+    pub host: String,
+
+    /// Server port
+    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+
+    /// Seconds to wait for the connection, and for each reply or greeting the command expects
+    #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    pub wait: Duration,
 }
 
 /// Where a server listens.
@@ -341,12 +350,8 @@ impl EchoServe {
 
 #[derive(Debug, Args)]
 pub struct EchoSend {
-    /// Server host name or address
-    pub host: String,
-
-    /// Server port
-    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: u16,
+    #[command(flatten)]
+    pub target: Target,
 
     /// Messages to send, one reply each [default: one per line of stdin]
     #[arg(value_name = "MESSAGE")]
@@ -355,10 +360,6 @@ pub struct EchoSend {
     /// Use UDP (one datagram per message) instead of TCP
     #[arg(short, long)]
     pub udp: bool,
-
-    /// Seconds to wait for each reply (and for the connection)
-    #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = seconds)]
-    pub wait: Duration,
 
     /// Print one JSON object per reply: {"message", "reply", "rtt_ms"}
     #[arg(long)]
@@ -381,20 +382,12 @@ pub struct JsonServe {
 
 #[derive(Debug, Args)]
 pub struct JsonSend {
-    /// Server host name or address
-    pub host: String,
-
-    /// Server port
-    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: u16,
+    #[command(flatten)]
+    pub target: Target,
 
     /// JSON values to send [default: NDJSON, one value per line of stdin]
     #[arg(value_name = "VALUE", value_parser = json_value)]
     pub values: Vec<String>,
-
-    /// Seconds to wait for each reply (and for the connection)
-    #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = seconds)]
-    pub wait: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -416,27 +409,19 @@ pub struct ChatServe {
     pub max_clients: u32,
 
     /// Longest line a client may send (suffixes K, M); longer ones are refused
-    #[arg(long, value_name = "BYTES", default_value_t = crate::chat::protocol::DEFAULT_MAX_LINE,
+    #[arg(long, value_name = "BYTES", default_value_t = sockit::chat::protocol::DEFAULT_MAX_LINE,
           value_parser = size)]
     pub max_line: usize,
 }
 
 #[derive(Debug, Args)]
 pub struct ChatJoin {
-    /// Server host name or address
-    pub host: String,
-
-    /// Server port
-    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: u16,
+    #[command(flatten)]
+    pub target: Target,
 
     /// Nick to use (sent as /nick to sockit, as a `[NAME] ` prefix to other servers)
     #[arg(short, long, value_name = "NAME", value_parser = nick)]
     pub name: Option<String>,
-
-    /// Seconds to wait for the connection
-    #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = seconds)]
-    pub wait: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -466,7 +451,7 @@ pub struct Ping {
 
     /// Probe size in bytes (at least 56: header and newline)
     #[arg(short, long, value_name = "BYTES", default_value_t = 64,
-          value_parser = clap::value_parser!(u64).range(crate::ping::protocol::MIN_SIZE as u64..=crate::ping::protocol::MAX_SIZE as u64))]
+          value_parser = clap::value_parser!(u64).range(sockit::ping::protocol::MIN_SIZE as u64..=sockit::ping::protocol::MAX_SIZE as u64))]
     pub size: u64,
 
     /// Print one JSON object with every figure instead of text
@@ -476,10 +461,6 @@ pub struct Ping {
     /// Probe over one TCP connection to an echo server (also reports the connect time)
     #[arg(long)]
     pub tcp: bool,
-
-    /// Only the summary: set from the global -q by main.
-    #[arg(skip)]
-    pub quiet: bool,
 }
 
 /// Like [`seconds`], but 0 is allowed.
@@ -492,7 +473,7 @@ fn interval(s: &str) -> Result<Duration, String> {
 }
 
 fn nick(s: &str) -> Result<String, String> {
-    if crate::chat::protocol::valid_nick(s) {
+    if sockit::chat::protocol::valid_nick(s) {
         Ok(s.to_string())
     } else {
         Err("a nick is 1-32 letters, digits, _ or -".to_string())
@@ -511,10 +492,10 @@ fn probability(s: &str) -> Result<f64, String> {
 /// A device name travels in every reply: printable, and short enough that
 /// a reply fits in three probes.
 fn device_name(s: &str) -> Result<String, String> {
-    if s.is_empty() || s.len() > crate::lan::protocol::MAX_NAME {
+    if s.is_empty() || s.len() > sockit::lan::protocol::MAX_NAME {
         return Err(format!(
             "a name is 1 to {} bytes",
-            crate::lan::protocol::MAX_NAME
+            sockit::lan::protocol::MAX_NAME
         ));
     }
     if s.chars().any(char::is_control) {
@@ -562,7 +543,7 @@ fn reply_text(s: &str) -> Result<String, String> {
 }
 
 fn json_value(s: &str) -> Result<String, String> {
-    crate::json::protocol::parse_value(s.as_bytes())
+    sockit::json::protocol::parse_value(s.as_bytes())
         .map(|_| s.to_string())
         .map_err(|e| format!("not valid JSON: {e}"))
 }

@@ -37,7 +37,6 @@
 //! files after its commands instead).
 
 pub mod chat;
-pub mod cli;
 pub mod echo;
 pub mod error;
 pub mod gro;
@@ -46,10 +45,10 @@ pub mod lan;
 pub mod messages;
 pub mod net;
 pub mod ping;
-pub mod run;
 pub mod service;
 pub mod shutdown;
 pub mod text;
 pub mod transfer;
+pub mod transport;
 
 pub use error::{Error, Result};

@@ -1,19 +1,21 @@
-//! The `sockit` executable: parse, set up logging, run, report.
+//! The `sockit` executable: parse, set up logging, run, report. The
+//! command line ([`cli`]) and the wiring from flags to services
+//! ([`commands`]) belong to the binary; everything they call is the
+//! `sockit` library.
+
+mod cli;
+mod commands;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use sockit::cli::Cli;
+use cli::Cli;
 
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits 2.
-    let mut cli = Cli::parse();
-    // ping's -q (summary only) is the global -q.
-    if let sockit::cli::Command::Ping(ping) = &mut cli.command {
-        ping.quiet = cli.quiet > 0;
-    }
+    let cli = Cli::parse();
     init_tracing(cli.verbose, cli.quiet);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -30,8 +32,12 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let shutdown = sockit::shutdown::on_signals();
-        sockit::run::run(cli.command, shutdown).await
+        let ctx = commands::Context {
+            shutdown: sockit::shutdown::on_signals(),
+            // ping's -q (summary only) is the global -q.
+            quiet: cli.quiet > 0,
+        };
+        commands::run(cli.command, ctx).await
     });
     // Do not wait for stray blocking reads (stdin) when we are done.
     runtime.shutdown_background();

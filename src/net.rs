@@ -98,6 +98,13 @@ pub fn local_addr(listener: &TcpListener) -> Result<SocketAddr> {
         .map_err(|e| Error::io("cannot read the listening address", e))
 }
 
+/// The address a UDP socket is bound to.
+pub fn local_udp(socket: &UdpSocket) -> Result<SocketAddr> {
+    socket
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the listening address", e))
+}
+
 /// Raises this process's soft open-file limit to the hard limit, so a
 /// server can hold as many connections as the machine allows. Returns the
 /// limit now in force.

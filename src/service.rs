@@ -1,7 +1,9 @@
 //! What every TCP server shares: a cap on connections taken before
 //! accepting (so a flood waits in the kernel's backlog instead of costing
 //! us memory), accept errors met with backoff instead of ending the server
-//! (EMFILE passes), one task per connection, and shutdown: stop accepting,
+//! (EMFILE passes), one task per connection that first takes the socket on
+//! through the server's [`Acceptor`] (the transport handshake, so a peer
+//! stalling in it holds only its own task), and shutdown: stop accepting,
 //! cancel every connection through the same token, and wait a bounded
 //! grace period for them to finish.
 
@@ -11,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::transport::{Acceptor, Stream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,38 +35,66 @@ pub enum OnShutdown {
     Finish,
 }
 
-/// Serves connections from `listener` with `handle` until `shutdown` is
+/// How a TCP server takes connections on: shared by every service.
+#[derive(Debug)]
+pub struct Listen {
+    /// The bound listening socket.
+    pub listener: TcpListener,
+    /// What turns each accepted socket into a [`Stream`].
+    pub acceptor: Acceptor,
+    /// Most connections served at once; more wait in the backlog.
+    pub max_connections: usize,
+}
+
+/// Serves connections from `listen` with `handle` until `shutdown` is
 /// cancelled. `handle` gets the connection and its own clone of the token;
 /// `on_shutdown` says whether it is trusted to end by itself when the
 /// token fires or is dropped.
 pub async fn serve_tcp<F, Fut>(
-    listener: TcpListener,
-    max_connections: usize,
+    listen: Listen,
     shutdown: CancellationToken,
     on_shutdown: OnShutdown,
     handle: F,
 ) where
-    F: Fn(TcpStream, SocketAddr, CancellationToken) -> Fut,
+    F: Fn(Stream, SocketAddr, CancellationToken) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = std::io::Result<()>> + Send + 'static,
 {
+    let Listen {
+        listener,
+        acceptor,
+        max_connections,
+    } = listen;
+    let handle = Arc::new(handle);
     let limit = Arc::new(Semaphore::new(max_connections));
     let tracker = TaskTracker::new();
     loop {
+        // Shutdown first: once it is asked for, not one more connection.
         let permit = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
             permit = limit.clone().acquire_owned() => match permit {
                 Ok(p) => p,
                 Err(_) => break,
             },
-            _ = shutdown.cancelled() => break,
         };
-        let (stream, peer) = tokio::select! {
-            accepted = accept(&listener) => accepted,
+        let (tcp, peer) = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break,
+            accepted = accept(&listener) => accepted,
         };
         tracing::debug!("connection from {peer}");
-        let connection = handle(stream, peer, shutdown.clone());
         let shutdown = shutdown.clone();
+        let acceptor = acceptor.clone();
+        let handle = handle.clone();
         tracker.spawn(async move {
+            let stream = match acceptor.accept(tcp).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::debug!("connection from {peer} refused: {e}");
+                    return;
+                }
+            };
+            let connection = handle(stream, peer, shutdown.clone());
             let result = match on_shutdown {
                 OnShutdown::Finish => Some(connection.await),
                 OnShutdown::Drop => tokio::select! {

@@ -27,6 +27,7 @@ use crate::error::{Error, Result, cause};
 use crate::messages::Messages;
 use crate::net;
 use crate::text::printable;
+use crate::transport::Connector;
 
 /// What `chat join` was asked to do.
 #[derive(Debug, Clone)]
@@ -69,8 +70,10 @@ enum Server {
 /// Joins the room and runs until the user leaves or the server closes.
 pub async fn join(config: &Config, messages: Messages, out: &mut impl Write) -> Result<()> {
     let peer = net::display_target(&config.host, config.port);
-    let stream = net::connect_tcp(&config.host, config.port, config.connect_timeout).await?;
-    let (mut reader, mut writer) = stream.into_split();
+    let stream = Connector::plain()
+        .connect(&config.host, config.port, config.connect_timeout)
+        .await?;
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let broken = |e: std::io::Error| Error::Closed {
         peer: peer.clone(),
         why: cause(&e),

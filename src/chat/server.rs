@@ -22,7 +22,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +33,8 @@ use super::room::{
     FLUSH_SLOTS, Flow, LARGE_ROOM, Leave, Member, NickError, PRESENCE_INTERVAL, Queued, Room,
 };
 use crate::error::Result;
-use crate::service::{self, OnShutdown};
+use crate::service::{self, Listen, OnShutdown};
+use crate::transport::Stream;
 
 /// What `chat serve`'s flags decide.
 #[derive(Debug, Clone)]
@@ -68,23 +68,14 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
 }
 
-/// Serves the chat room on `listener` until `shutdown` is cancelled.
-pub async fn run(
-    listener: TcpListener,
-    config: Config,
-    max_connections: usize,
-    shutdown: CancellationToken,
-) -> Result<()> {
+/// Serves the chat room on `listen` until `shutdown` is cancelled.
+pub async fn run(listen: Listen, config: Config, shutdown: CancellationToken) -> Result<()> {
     let room = Arc::new(Room::new(config.echo_self, config.max_clients));
     let clock = tokio::spawn(tick(room.clone(), shutdown.clone()));
     let max_line = config.max_line;
-    service::serve_tcp(
-        listener,
-        max_connections,
-        shutdown,
-        OnShutdown::Finish,
-        move |stream, _, _| serve_connection(stream, room.clone(), max_line),
-    )
+    service::serve_tcp(listen, shutdown, OnShutdown::Finish, move |stream, _, _| {
+        serve_connection(stream, room.clone(), max_line)
+    })
     .await;
     clock.abort();
     Ok(())
@@ -123,7 +114,7 @@ async fn tick(room: Arc<Room>, shutdown: CancellationToken) {
     }
 }
 
-async fn serve_connection(stream: TcpStream, room: Arc<Room>, max_line: usize) -> io::Result<()> {
+async fn serve_connection(stream: Stream, room: Arc<Room>, max_line: usize) -> io::Result<()> {
     let Some((member, nick)) = room.join() else {
         tracing::info!("refusing a connection: server full");
         // Boxed, like `finish` below: rare paths must not grow the state
@@ -148,7 +139,7 @@ async fn serve_connection(stream: TcpStream, room: Arc<Room>, max_line: usize) -
 }
 
 /// Tells a connection the room is full and closes it.
-async fn refuse(mut stream: TcpStream) -> io::Result<()> {
+async fn refuse(mut stream: Stream) -> io::Result<()> {
     let notice = Notice::ServerFull.to_bytes();
     let _ = tokio::time::timeout(GOODBYE, stream.write_all(&notice)).await;
     close_gracefully(stream, Instant::now() + GOODBYE).await
@@ -187,7 +178,7 @@ enum Event {
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     room: Arc<Room>,
     member: Arc<Member>,
     nick: Arc<str>,
@@ -426,15 +417,10 @@ impl Connection {
     /// socket allows (one `writev` carries everything the room said since
     /// the last one).
     fn write_queued(&mut self) -> io::Result<Flow> {
-        let stream = &self.stream;
-        let flow = self
-            .room
-            .write_out(&self.member, WRITE_ROUNDS, |slices| match slices {
-                // send(2) is the cheaper call for one buffer (no iovec
-                // import, no file position lock).
-                [one] => stream.try_write(one),
-                _ => stream.try_write_vectored(slices),
-            })?;
+        let stream = &mut self.stream;
+        let flow = self.room.write_out(&self.member, WRITE_ROUNDS, |slices| {
+            stream.try_write_vectored(slices)
+        })?;
         self.blocked = flow == Flow::Blocked;
         Ok(flow)
     }
@@ -464,8 +450,7 @@ impl Connection {
                 self.room.leave(&self.member, &self.nick, Leave::CutOff);
                 // Reset: its unread backlog is dropped at once instead of
                 // lingering in the kernel for a reader that will not come.
-                // (A zero linger never blocks the thread on close.)
-                let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+                self.stream.reset_on_close();
                 Ok(())
             }
             Ending::Failed(e) => {
@@ -497,7 +482,7 @@ impl Connection {
 /// Closes our side, then reads and discards until the client closes its
 /// side or `deadline`: closing with unread input would send a reset that
 /// can destroy our last lines before the client reads them.
-async fn close_gracefully(mut stream: TcpStream, deadline: Instant) -> io::Result<()> {
+async fn close_gracefully(mut stream: Stream, deadline: Instant) -> io::Result<()> {
     stream.shutdown().await?;
     let mut sink = vec![0; 4096];
     loop {

@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::messages::Messages;
 use crate::net;
 use crate::text::printable;
+use crate::transport::{Connector, Stream};
 
 /// A reply with no newline is taken as complete after this much silence.
 const QUIET: Duration = Duration::from_millis(200);
@@ -60,7 +60,9 @@ pub async fn send(config: &Config, mut messages: Messages, out: &mut impl Write)
             print_reply(out, config.json, &message, &buf[..n], sent.elapsed())?;
         }
     } else {
-        let stream = net::connect_tcp(&config.host, config.port, config.wait).await?;
+        let stream = Connector::plain()
+            .connect(&config.host, config.port, config.wait)
+            .await?;
         let mut conn = LineConn::new(stream);
         while let Some(mut message) = messages.next().await? {
             let sent = Instant::now();
@@ -125,13 +127,13 @@ fn print_reply(
 
 /// A TCP connection whose input is cut into replies (see the module doc).
 struct LineConn {
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     closed: bool,
 }
 
 impl LineConn {
-    fn new(stream: TcpStream) -> Self {
+    fn new(stream: Stream) -> Self {
         LineConn {
             stream,
             buf: BytesMut::with_capacity(4096),

@@ -5,6 +5,7 @@
 //! reads and writes at once). Both stop when the shutdown token is
 //! cancelled; [`run`] serves whichever sockets it is given.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
@@ -14,6 +15,8 @@ use super::protocol::Reply;
 pub use super::tcp::run_tcp;
 pub use super::udp::{UdpStats, run_udp};
 use crate::error::Result;
+use crate::net;
+use crate::service::Listen;
 
 /// How an echo server answers; built from `sockit echo serve` flags.
 #[derive(Debug, Clone)]
@@ -28,20 +31,54 @@ pub struct Config {
     pub delay: Duration,
 }
 
+/// Which sides of the echo server to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sides {
+    /// UDP and TCP on the same port (the default).
+    Both,
+    Udp,
+    Tcp,
+}
+
+/// The echo server's sockets, bound as `sides` asks.
+#[derive(Debug)]
+pub struct Sockets {
+    pub tcp: Option<TcpListener>,
+    pub udp: Option<UdpSocket>,
+    /// The address to announce (the TCP side's, or the UDP side's alone).
+    pub local: SocketAddr,
+}
+
+/// Binds the sides asked for on `addr` (with port 0, both sides get the
+/// same free port).
+pub fn bind(addr: SocketAddr, sides: Sides) -> Result<Sockets> {
+    let (tcp, udp) = match sides {
+        Sides::Udp => (None, Some(net::bind_udp(addr)?)),
+        Sides::Tcp => (Some(net::bind_tcp(addr)?), None),
+        Sides::Both => {
+            let (tcp, udp) = net::bind_pair(addr)?;
+            (Some(tcp), Some(udp))
+        }
+    };
+    let local = match (&tcp, &udp) {
+        (Some(t), _) => net::local_addr(t)?,
+        (None, Some(u)) => net::local_udp(u)?,
+        (None, None) => unreachable!("every Sides value opens a socket"),
+    };
+    Ok(Sockets { tcp, udp, local })
+}
+
 /// Serves echo on whichever of `tcp` and `udp` are given, until `shutdown`
 /// is cancelled.
 pub async fn run(
-    tcp: Option<TcpListener>,
+    tcp: Option<Listen>,
     udp: Option<UdpSocket>,
     config: Config,
-    max_connections: usize,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let tcp_task = async {
         match tcp {
-            Some(listener) => {
-                run_tcp(listener, config.clone(), max_connections, shutdown.clone()).await
-            }
+            Some(listen) => run_tcp(listen, config.clone(), shutdown.clone()).await,
             None => Ok(()),
         }
     };

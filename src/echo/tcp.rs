@@ -15,7 +15,6 @@
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use super::protocol::StreamReply;
 use super::server::Config;
 use crate::error::Result;
-use crate::service;
+use crate::service::{self, Listen};
+use crate::transport::Stream;
 
 /// Bytes read from a TCP connection at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -35,16 +35,10 @@ const SMALL_READ: usize = READ_CHUNK / 4;
 /// Answer chunks queued between a connection's reader and writer.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
-/// Serves echo over TCP on `listener` until `shutdown` is cancelled.
-pub async fn run_tcp(
-    listener: TcpListener,
-    config: Config,
-    max_connections: usize,
-    shutdown: CancellationToken,
-) -> Result<()> {
+/// Serves echo over TCP on `listen` until `shutdown` is cancelled.
+pub async fn run_tcp(listen: Listen, config: Config, shutdown: CancellationToken) -> Result<()> {
     service::serve_tcp(
-        listener,
-        max_connections,
+        listen,
         shutdown,
         service::OnShutdown::Drop,
         move |stream, _, _| serve_connection(stream, config.clone()),
@@ -55,8 +49,8 @@ pub async fn run_tcp(
 
 /// One TCP connection: read and answer concurrently until the peer is done
 /// sending and every answer has been written, then close our side.
-async fn serve_connection(mut stream: TcpStream, config: Config) -> std::io::Result<()> {
-    let (reader, mut writer) = stream.split();
+async fn serve_connection(mut stream: Stream, config: Config) -> std::io::Result<()> {
+    let (mut reader, mut writer) = stream.split();
     let (tx, mut rx) = mpsc::channel::<(Instant, Bytes)>(CHUNKS_IN_FLIGHT);
     let delay = config.delay;
     let read_side = async move {

@@ -17,6 +17,7 @@ use super::protocol::{Frame, JsonCodec, parse_value};
 use crate::error::{Error, Result};
 use crate::messages::Messages;
 use crate::net;
+use crate::transport::Connector;
 
 /// Largest reply accepted: generous, since the user asked for it, yet
 /// bounded, since the server may be anything.
@@ -34,7 +35,9 @@ pub struct Config {
 /// Sends every value and prints every reply on `out`.
 pub async fn send(config: &Config, mut messages: Messages, out: &mut impl Write) -> Result<()> {
     let peer = net::display_target(&config.host, config.port);
-    let stream = net::connect_tcp(&config.host, config.port, config.wait).await?;
+    let stream = Connector::plain()
+        .connect(&config.host, config.port, config.wait)
+        .await?;
     let mut framed = Framed::new(stream, JsonCodec::eager(MAX_REPLY));
     let mut skipped = Vec::new();
     let mut number = 0usize;

@@ -9,24 +9,18 @@
 //! by `--max-size` plus one read buffer.
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{Frame, JsonCodec};
 use crate::error::Result;
-use crate::service;
+use crate::service::{self, Listen};
+use crate::transport::Stream;
 
-/// Serves JSON echo on `listener` until `shutdown` is cancelled.
-pub async fn run(
-    listener: TcpListener,
-    max_size: usize,
-    max_connections: usize,
-    shutdown: CancellationToken,
-) -> Result<()> {
+/// Serves JSON echo on `listen` until `shutdown` is cancelled.
+pub async fn run(listen: Listen, max_size: usize, shutdown: CancellationToken) -> Result<()> {
     service::serve_tcp(
-        listener,
-        max_connections,
+        listen,
         shutdown,
         service::OnShutdown::Drop,
         move |stream, _, _| serve_connection(stream, max_size),
@@ -35,7 +29,7 @@ pub async fn run(
     Ok(())
 }
 
-async fn serve_connection(stream: TcpStream, max_size: usize) -> std::io::Result<()> {
+async fn serve_connection(stream: Stream, max_size: usize) -> std::io::Result<()> {
     let mut framed = Framed::new(stream, JsonCodec::new(max_size));
     while let Some(frame) = framed.next().await {
         feed(&mut framed, frame?).await?;
@@ -60,7 +54,7 @@ const KEEP_BUFFER: usize = 64 * 1024;
 /// A connection that once carried a large value must not keep its peak
 /// buffers while it idles: with everything answered and flushed, buffers
 /// grown past [`KEEP_BUFFER`] are replaced by empty ones.
-fn release_idle_buffers(framed: &mut Framed<TcpStream, JsonCodec>) {
+fn release_idle_buffers(framed: &mut Framed<Stream, JsonCodec>) {
     if framed.read_buffer().is_empty() && framed.read_buffer().capacity() > KEEP_BUFFER {
         *framed.read_buffer_mut() = bytes::BytesMut::new();
     }
@@ -69,7 +63,7 @@ fn release_idle_buffers(framed: &mut Framed<TcpStream, JsonCodec>) {
     }
 }
 
-async fn feed(framed: &mut Framed<TcpStream, JsonCodec>, frame: Frame) -> std::io::Result<()> {
+async fn feed(framed: &mut Framed<Stream, JsonCodec>, frame: Frame) -> std::io::Result<()> {
     if let Frame::Error { message, offset } = &frame {
         tracing::debug!("bad json at offset {offset}: {message}");
     }

@@ -7,7 +7,7 @@
 //! only moves the datagrams and holds each reply back for its random delay.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{self, GROUP_V6, Incoming, InstanceId, Limits, RateLimit, Reply, TEXT_REPLY};
-use crate::error::cause;
+use crate::error::{Result, cause};
 use crate::net;
 
 /// The longest a reply is held back.
@@ -52,6 +52,31 @@ pub fn join_group(socket: &UdpSocket) -> usize {
         }
     }
     joined
+}
+
+/// Binds the responder's sockets: IPv4 on `bind:port` and, when `bind`
+/// is the IPv4 wildcard, IPv6 on the same port with the discovery group
+/// joined on every interface (answering over IPv4 only if that fails).
+/// Returns them with the address to announce.
+pub fn bind(bind: IpAddr, port: u16) -> Result<(UdpSocket, Option<UdpSocket>, SocketAddr)> {
+    let v4 = net::bind_udp_broadcast(SocketAddr::new(bind, port), false)?;
+    let local = net::local_udp(&v4)?;
+    if !(bind.is_unspecified() && bind.is_ipv4()) {
+        return Ok((v4, None, local));
+    }
+    let addr = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), local.port());
+    let v6 = match net::bind_udp_broadcast(addr, false) {
+        Ok(v6) => {
+            let joined = join_group(&v6);
+            tracing::info!("IPv6: joined {} on {joined} interfaces", GROUP_V6);
+            Some(v6)
+        }
+        Err(e) => {
+            tracing::warn!("answering over IPv4 only: {e}");
+            None
+        }
+    };
+    Ok((v4, v6, local))
 }
 
 /// Answers on `v4` and, if given, `v6` until `shutdown` (both sockets are

@@ -28,14 +28,14 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{
     self, Code, Data, DecodeError, Entry, Hello, Reason, Reply, partial_name, partial_stem,
 };
 use crate::error::{Error, Result, cause};
-use crate::service::{self, OnShutdown};
+use crate::service::{self, Listen, OnShutdown};
+use crate::transport::Stream;
 
 /// A sender silent for this long mid-session is dropped, so a stalled or
 /// malicious peer cannot hold a connection slot forever.
@@ -111,58 +111,75 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf> {
 
 /// Serves sessions until `shutdown` is cancelled (or, with `--once`, until
 /// the first transfer ends: its failures then make the exit code 1).
-pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> Result<()> {
+pub async fn run(mut listen: Listen, config: Config, shutdown: CancellationToken) -> Result<()> {
     let once = config.once;
     let shared = Arc::new(Shared {
         config,
         busy: Mutex::new(HashSet::new()),
     });
-    if once {
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => accepted
-                    .map_err(|e| Error::io("cannot accept a connection", e))?,
-                _ = shutdown.cancelled() => return Ok(()),
-            };
-            let tally = connection(stream, peer, shared.clone(), shutdown.clone())
-                .await
-                .map_err(|e| Error::io(format!("transfer from {peer} failed"), e))?;
-            if !tally.transfer {
-                continue;
-            }
-            if tally.failed > 0 {
-                return Err(Error::Input {
-                    what: format!("transfer from {peer} failed"),
-                    why: format!("{} of {} entries", tally.failed, tally.ok + tally.failed),
-                });
-            }
-            return Ok(());
-        }
+    if !once {
+        listen.max_connections = listen.max_connections.min(MAX_SESSIONS);
+        service::serve_tcp(
+            listen,
+            shutdown,
+            OnShutdown::Finish,
+            move |stream, peer, token| {
+                let shared = shared.clone();
+                async move { connection(stream, peer, shared, token).await.map(|_| ()) }
+            },
+        )
+        .await;
+        return Ok(());
     }
+    // --once: one connection at a time through the same accept loop; the
+    // first one that carried a transfer ends the server with its verdict
+    // (a connection that sent no transfer, a port scan say, does not).
+    listen.max_connections = 1;
+    let done = shutdown.child_token();
+    let verdict: Arc<Mutex<Option<Result<()>>>> = Arc::default();
+    let (stop, result) = (done.clone(), verdict.clone());
     service::serve_tcp(
-        listener,
-        MAX_SESSIONS,
-        shutdown,
+        listen,
+        done,
         OnShutdown::Finish,
         move |stream, peer, token| {
-            let shared = shared.clone();
-            async move { connection(stream, peer, shared, token).await.map(|_| ()) }
+            let (shared, stop, result) = (shared.clone(), stop.clone(), result.clone());
+            async move {
+                let outcome = match connection(stream, peer, shared, token).await {
+                    Err(e) => Err(Error::io(format!("transfer from {peer} failed"), e)),
+                    Ok(tally) if !tally.transfer => return Ok(()),
+                    Ok(tally) if tally.failed > 0 => Err(Error::Input {
+                        what: format!("transfer from {peer} failed"),
+                        why: format!("{} of {} entries", tally.failed, tally.ok + tally.failed),
+                    }),
+                    Ok(_) => Ok(()),
+                };
+                if let Ok(mut slot) = result.lock() {
+                    *slot = Some(outcome);
+                }
+                stop.cancel();
+                Ok(())
+            }
         },
     )
     .await;
-    Ok(())
+    let outcome = verdict.lock().ok().and_then(|mut slot| slot.take());
+    outcome.unwrap_or(Ok(()))
 }
 
 /// Runs one session on a blocking thread; on shutdown the socket is shut
 /// down under it, which ends the session promptly (its partial file is
 /// kept for a resume).
 async fn connection(
-    stream: tokio::net::TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) -> io::Result<Tally> {
-    let stream = stream.into_std()?;
+    let stream = stream
+        .into_plain()
+        .ok_or_else(|| io::Error::other("file transfer runs over plain TCP only"))?
+        .into_std()?;
     stream.set_nonblocking(false)?;
     let handle = stream.try_clone()?;
     let job = tokio::task::spawn_blocking(move || session(stream, peer, &shared));

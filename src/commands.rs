@@ -1,0 +1,258 @@
+//! One short function per command: each turns its parsed flags into its
+//! service's config, opens what a server listens on, announces it, and
+//! calls the service with the shutdown token. Policy (which sockets a
+//! service opens, what it falls back to) lives in the services; this
+//! module is only the wiring, and the one place that writes a server's
+//! `listening on ADDR:PORT` line.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use sockit::error::{Error, Result};
+use sockit::messages::Messages;
+use sockit::service::Listen;
+use sockit::transport::Acceptor;
+use sockit::{chat, echo, json, lan, net, ping, transfer};
+
+use crate::cli::{
+    BroadcastCommand, BroadcastListen, BroadcastSend, ChatCommand, ChatJoin, ChatServe, Command,
+    Discover, EchoCommand, EchoSend, EchoServe, FileCommand, FileReceive, FileSend, JsonCommand,
+    JsonSend, JsonServe, Ping, Respond,
+};
+
+/// File descriptors kept back from the connection cap for listeners,
+/// stdio and the runtime.
+const FD_RESERVE: u64 = 64;
+
+/// What every command is run with besides its own flags.
+pub struct Context {
+    /// Cancelled on Ctrl-C or SIGTERM.
+    pub shutdown: CancellationToken,
+    /// The global `-q` (ping prints only its summary).
+    pub quiet: bool,
+}
+
+/// Runs `command` until it finishes or `ctx.shutdown` is cancelled.
+pub async fn run(command: Command, ctx: Context) -> Result<()> {
+    match command {
+        Command::Echo(EchoCommand::Serve(args)) => echo_serve(args, ctx).await,
+        Command::Echo(EchoCommand::Send(args)) => echo_send(args, ctx).await,
+        Command::Json(JsonCommand::Serve(args)) => json_serve(args, ctx).await,
+        Command::Json(JsonCommand::Send(args)) => json_send(args, ctx).await,
+        Command::Chat(ChatCommand::Serve(args)) => chat_serve(args, ctx).await,
+        Command::Chat(ChatCommand::Join(args)) => chat_join(args, ctx).await,
+        Command::Broadcast(BroadcastCommand::Send(args)) => broadcast_send(args, ctx).await,
+        Command::Broadcast(BroadcastCommand::Listen(args)) => broadcast_listen(args, ctx).await,
+        Command::Discover(args) => discover(args, ctx).await,
+        Command::Respond(args) => respond(args, ctx).await,
+        Command::Ping(args) => ping(args, ctx).await,
+        Command::File(FileCommand::Receive(args)) => file_receive(args, ctx).await,
+        Command::File(FileCommand::Send(args)) => file_send(args, ctx).await,
+    }
+}
+
+async fn echo_serve(args: EchoServe, ctx: Context) -> Result<()> {
+    let sides = match (args.udp, args.tcp) {
+        (true, _) => echo::server::Sides::Udp,
+        (_, true) => echo::server::Sides::Tcp,
+        _ => echo::server::Sides::Both,
+    };
+    let sockets = echo::server::bind(SocketAddr::new(args.bind.bind, args.port), sides)?;
+    let seed = args.seed.unwrap_or_else(rand::random);
+    if args.drop > 0.0 {
+        tracing::info!(
+            "dropping {}% of datagrams, --seed {seed}",
+            args.drop * 100.0
+        );
+    }
+    let config = echo::server::Config {
+        reply: args.reply(),
+        drop: args.drop,
+        seed,
+        delay: Duration::from_millis(args.delay),
+    };
+    announce(sockets.local)?;
+    let tcp = sockets.tcp.map(listen);
+    echo::server::run(tcp, sockets.udp, config, ctx.shutdown).await
+}
+
+async fn echo_send(args: EchoSend, ctx: Context) -> Result<()> {
+    let config = echo::client::Config {
+        host: args.target.host,
+        port: args.target.port,
+        udp: args.udp,
+        wait: args.target.wait,
+        json: args.json,
+    };
+    let messages = Messages::from_args_or_stdin(args.messages);
+    let mut out = std::io::stdout().lock();
+    let client = echo::client::send(&config, messages, &mut out);
+    until_interrupted(client, &ctx.shutdown).await
+}
+
+async fn json_serve(args: JsonServe, ctx: Context) -> Result<()> {
+    let listener = net::bind_tcp(SocketAddr::new(args.bind.bind, args.port))?;
+    announce(net::local_addr(&listener)?)?;
+    json::server::run(listen(listener), args.max_size, ctx.shutdown).await
+}
+
+async fn json_send(args: JsonSend, ctx: Context) -> Result<()> {
+    let config = json::client::Config {
+        host: args.target.host,
+        port: args.target.port,
+        wait: args.target.wait,
+    };
+    let messages = Messages::from_args_or_stdin(args.values);
+    let mut out = std::io::stdout().lock();
+    let client = json::client::send(&config, messages, &mut out);
+    until_interrupted(client, &ctx.shutdown).await
+}
+
+async fn chat_serve(args: ChatServe, ctx: Context) -> Result<()> {
+    let listener = net::bind_tcp(SocketAddr::new(args.bind.bind, args.port))?;
+    announce(net::local_addr(&listener)?)?;
+    let config = chat::server::Config {
+        echo_self: args.echo_self,
+        max_clients: args.max_clients as usize,
+        max_line: args.max_line,
+    };
+    chat::server::run(listen(listener), config, ctx.shutdown).await
+}
+
+async fn chat_join(args: ChatJoin, ctx: Context) -> Result<()> {
+    let config = chat::client::Config {
+        host: args.target.host,
+        port: args.target.port,
+        name: args.name,
+        connect_timeout: args.target.wait,
+    };
+    let messages = Messages::from_args_or_stdin(Vec::new());
+    let mut out = std::io::stdout().lock();
+    let client = chat::client::join(&config, messages, &mut out);
+    until_interrupted(client, &ctx.shutdown).await
+}
+
+async fn broadcast_send(args: BroadcastSend, ctx: Context) -> Result<()> {
+    let config = lan::broadcast::SendConfig {
+        message: args.message.into_bytes(),
+        port: args.port,
+        interval: args.interval,
+        count: args.count,
+        to: args.to,
+    };
+    lan::broadcast::send(&config, &mut std::io::stdout().lock(), &ctx.shutdown).await
+}
+
+async fn broadcast_listen(args: BroadcastListen, ctx: Context) -> Result<()> {
+    let socket = net::bind_udp_broadcast(SocketAddr::new(args.bind.bind, args.port), true)?;
+    announce(net::local_udp(&socket)?)?;
+    let config = lan::broadcast::ListenConfig {
+        count: args.count,
+        json: args.json,
+    };
+    let out = &mut std::io::stdout().lock();
+    lan::broadcast::listen(socket, config, out, &ctx.shutdown).await
+}
+
+async fn discover(args: Discover, ctx: Context) -> Result<()> {
+    let config = lan::discover::Config {
+        port: args.port,
+        window: args.wait,
+        json: args.json,
+        watch: args.watch,
+        to: args.to,
+    };
+    lan::discover::discover(&config, &mut std::io::stdout().lock(), &ctx.shutdown).await
+}
+
+async fn respond(args: Respond, ctx: Context) -> Result<()> {
+    let (v4, v6, local) = lan::respond::bind(args.bind.bind, args.port)?;
+    let host = lan::protocol::clip_name(&net::host_name());
+    let config = lan::respond::Config {
+        name: args.name.unwrap_or_else(|| host.clone()),
+        host,
+        limits: lan::protocol::Limits::default(),
+    };
+    announce(local)?;
+    lan::respond::run(v4, v6, config, std::io::stdout(), ctx.shutdown).await;
+    Ok(())
+}
+
+async fn ping(args: Ping, ctx: Context) -> Result<()> {
+    let config = ping::client::Config {
+        host: args.host,
+        port: args.port,
+        count: args.count,
+        interval: args.interval,
+        wait: args.wait,
+        deadline: args.deadline,
+        size: args.size as usize,
+        json: args.json,
+        quiet: ctx.quiet,
+        tcp: args.tcp,
+    };
+    // Ctrl-C ends the run with its summary, so the client watches the
+    // token itself instead of being cancelled.
+    ping::client::ping(config, ctx.shutdown, std::io::stdout()).await
+}
+
+async fn file_receive(args: FileReceive, ctx: Context) -> Result<()> {
+    let dir = transfer::server::prepare_dir(&args.dir)?;
+    let listener = net::bind_tcp(SocketAddr::new(args.bind.bind, args.port))?;
+    announce(net::local_addr(&listener)?)?;
+    let config = transfer::server::Config {
+        dir,
+        overwrite: args.overwrite,
+        once: args.once,
+    };
+    transfer::server::run(listen(listener), config, ctx.shutdown).await
+}
+
+async fn file_send(args: FileSend, ctx: Context) -> Result<()> {
+    let config = transfer::client::Config {
+        host: args.target.host,
+        port: args.target.port,
+        paths: args.paths,
+        json: args.json,
+        wait: args.target.wait,
+    };
+    until_interrupted(transfer::client::send(config), &ctx.shutdown).await
+}
+
+/// How every TCP server takes connections on: plain, and as many at once
+/// as the open-file limit (raised to its hard maximum) allows, less a
+/// reserve.
+fn listen(listener: tokio::net::TcpListener) -> Listen {
+    let limit = net::raise_fd_limit();
+    Listen {
+        listener,
+        acceptor: Acceptor::plain(),
+        max_connections: limit.saturating_sub(FD_RESERVE).max(16) as usize,
+    }
+}
+
+/// Runs a client until it finishes or the user interrupts it (a client
+/// waiting on stdin or on a reply must still stop on Ctrl-C).
+async fn until_interrupted(
+    client: impl Future<Output = Result<()>>,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    tokio::select! {
+        result = client => result,
+        _ = shutdown.cancelled() => Err(Error::Interrupted),
+    }
+}
+
+/// Prints the first stdout line every server owes its caller.
+fn announce(addr: SocketAddr) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {addr}")
+        .and_then(|()| out.flush())
+        .map_err(Error::Stdout)?;
+    tracing::info!("listening on {addr}");
+    Ok(())
+}
