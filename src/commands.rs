@@ -16,7 +16,7 @@ use sockit::error::{Error, Result};
 use sockit::messages::Messages;
 use sockit::service::Listen;
 use sockit::transport::Acceptor;
-use sockit::{chat, echo, json, lan, net, ping, transfer};
+use sockit::{chat, echo, file, json, lan, net, ping};
 
 use crate::cli::{
     BroadcastCommand, BroadcastListen, BroadcastSend, ChatCommand, ChatJoin, ChatServe, Command,
@@ -201,26 +201,26 @@ async fn ping(args: Ping, ctx: Context) -> Result<()> {
 }
 
 async fn file_receive(args: FileReceive, ctx: Context) -> Result<()> {
-    let dir = transfer::server::prepare_dir(&args.dir)?;
+    let dir = file::receive::prepare_dir(&args.dir)?;
     let listener = net::bind_tcp(SocketAddr::new(args.bind.bind, args.port))?;
     announce(net::local_addr(&listener)?)?;
-    let config = transfer::server::Config {
+    let config = file::receive::Config {
         dir,
         overwrite: args.overwrite,
         once: args.once,
     };
-    transfer::server::run(listen(listener), config, ctx.shutdown).await
+    file::receive::run(listen(listener), config, ctx.shutdown).await
 }
 
 async fn file_send(args: FileSend, ctx: Context) -> Result<()> {
-    let config = transfer::client::Config {
+    let config = file::send::Config {
         host: args.target.host,
         port: args.target.port,
         paths: args.paths,
         json: args.json,
         wait: args.target.wait,
     };
-    until_interrupted(transfer::client::send(config), &ctx.shutdown).await
+    until_interrupted(file::send::send(config), &ctx.shutdown).await
 }
 
 /// How every TCP server takes connections on: plain, and as many at once

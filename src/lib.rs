@@ -21,7 +21,7 @@
 //!   client (seed 004 tasks 4 to 4-3).
 //! - [`lan`]: UDP broadcast send/listen, and device discovery with its
 //!   responder, over IPv4 broadcast and IPv6 multicast (seed 004 tasks 6, 7).
-//! - [`transfer`]: files and directories over TCP, BLAKE3-verified,
+//! - [`file`]: files and directories over TCP, BLAKE3-verified,
 //!   resumable and written atomically (seed 002 file I/O).
 //! - [`service`]: what every TCP server shares (connection cap, accept
 //!   with backoff, a task per connection, shutdown with a grace period).
@@ -48,7 +48,7 @@ pub mod ping;
 pub mod service;
 pub mod shutdown;
 pub mod text;
-pub mod transfer;
+pub mod file;
 pub mod transport;
 
 pub use error::{Error, Result};

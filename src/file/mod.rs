@@ -2,7 +2,7 @@
 //! directory trees over one TCP connection, verified end to end with
 //! BLAKE3, resumable, and written atomically (a file under its final name
 //! is always complete). [`protocol`] is the wire format (documented there)
-//! and the path-safety rules; [`server`] receives; [`client`] sends.
+//! and the path-safety rules; [`receive`] receives; [`send`] sends.
 //!
 //! Unlike the other services, the data path here is blocking I/O on
 //! threads rather than Tokio tasks: a transfer is a few large sequential
@@ -10,6 +10,6 @@
 //! disk overlap on separate cores without the overhead of an async layer.
 //! Tokio still accepts connections and carries the shutdown signal.
 
-pub mod client;
 pub mod protocol;
-pub mod server;
+pub mod receive;
+pub mod send;
