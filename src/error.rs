@@ -3,7 +3,10 @@
 //! Each variant carries what failed and why; its `Display` is already the
 //! sentence a user reads after `sockit: error: `, in the shape
 //! `<what> (<cause>)`. `main` prints it once and picks the exit code from
-//! [`Error::exit_code`], so no module prints errors of its own.
+//! [`Error::exit_code`], so no module prints errors of its own. Network
+//! failures keep their `io::Error` as the source: the one-line message
+//! shows it as a short phrase ([`cause`]), and [`Error::report`] (`-v`)
+//! adds the whole chain as the system said it.
 
 use std::io;
 use std::time::Duration;
@@ -22,12 +25,12 @@ pub enum Error {
     },
 
     /// A host name did not resolve to any address.
-    #[error("cannot resolve host '{host}' ({cause})")]
-    Resolve { host: String, cause: String },
+    #[error("cannot resolve host '{host}' ({})", resolver_cause(.source))]
+    Resolve { host: String, source: io::Error },
 
-    /// A TCP connection could not be made (refused, unreachable, timed out).
-    #[error("cannot connect to {addr} ({cause})")]
-    Connect { addr: String, cause: String },
+    /// A connection could not be made (refused, unreachable, timed out).
+    #[error("cannot connect to {addr} ({})", cause(.source))]
+    Connect { addr: String, source: io::Error },
 
     /// The peer did not answer in time.
     #[error("no reply from {peer} (nothing within {} s)", secs(*.waited))]
@@ -37,9 +40,10 @@ pub enum Error {
     #[error("no reply from {peer} (connection refused: nothing listens on that UDP port)")]
     UdpRefused { peer: String },
 
-    /// The peer closed the connection while we still expected an answer.
-    #[error("connection to {peer} closed ({why})")]
-    Closed { peer: String, why: String },
+    /// The connection broke, or the peer closed it while we still
+    /// expected an answer. Built with [`Error::closed`].
+    #[error("connection to {peer} closed ({})", cause(.source))]
+    Closed { peer: String, source: io::Error },
 
     /// Any other I/O failure, with what we were doing at the time.
     #[error("{what} ({})", cause(.source))]
@@ -54,6 +58,16 @@ pub enum Error {
     /// shell convention for "ended by a signal", and nothing to explain.
     #[error("interrupted")]
     Interrupted,
+
+    /// A transfer went through, but some of its entries did not (each was
+    /// reported on its own as it failed).
+    #[error("{what} ({failed} of {total} entries failed)")]
+    Incomplete {
+        /// Which transfer: `transfer incomplete`, `transfer from PEER`.
+        what: String,
+        failed: usize,
+        total: usize,
+    },
 
     /// Input the user gave that was wrong, found while running (exit 1).
     #[error("{what} ({why})")]
@@ -87,6 +101,35 @@ impl Error {
         matches!(self, Error::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe)
     }
 
+    /// The connection to `peer` broke with `source` (or, for a reason that
+    /// is not an I/O error, `io::Error::other(reason)`).
+    pub fn closed(peer: impl Into<String>, source: io::Error) -> Self {
+        Error::Closed {
+            peer: peer.into(),
+            source,
+        }
+    }
+
+    /// The peer closed the connection (end of stream) while `expected`.
+    pub fn ended(peer: impl Into<String>, why: &str) -> Self {
+        Error::closed(peer, io::Error::new(io::ErrorKind::UnexpectedEof, why))
+    }
+
+    /// The message `main` prints after `sockit: error: `: the one line,
+    /// and with `verbose` every source below it as the system said it
+    /// (with its OS error code), one `caused by:` line each.
+    pub fn report(&self, verbose: bool) -> String {
+        let mut text = self.to_string();
+        if verbose {
+            let mut source = std::error::Error::source(self);
+            while let Some(e) = source {
+                text.push_str(&format!("\n  caused by: {e}"));
+                source = e.source();
+            }
+        }
+        text
+    }
+
     /// Wraps an I/O error with what we were doing.
     pub fn io(what: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
@@ -94,6 +137,13 @@ impl Error {
             source,
         }
     }
+}
+
+/// Writes one `sockit: error: MESSAGE` line to stderr: the one place
+/// such lines are written, by `main` for the error that ends a command
+/// and by `file send` for each entry that failed while the rest went on.
+pub fn print(message: &dyn std::fmt::Display) {
+    eprintln!("sockit: error: {message}");
 }
 
 /// Shortcut for library results.
@@ -112,6 +162,14 @@ pub fn cause(err: &io::Error) -> String {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
     }
+}
+
+/// The resolver's message without the Rust wrapper text.
+fn resolver_cause(e: &io::Error) -> String {
+    let text = cause(e);
+    text.strip_prefix("failed to lookup address information: ")
+        .map(|s| s.to_lowercase())
+        .unwrap_or(text)
 }
 
 /// A duration in seconds as a user typed it: `5`, `0.5`.
@@ -155,5 +213,27 @@ mod tests {
         );
         assert_eq!(e.exit_code(), 1);
         assert_eq!(Error::Interrupted.exit_code(), 130);
+    }
+
+    #[test]
+    fn network_errors_keep_their_source() {
+        let e = Error::Connect {
+            addr: "127.0.0.1:9".into(),
+            source: io::Error::from_raw_os_error(111),
+        };
+        assert_eq!(
+            e.report(false),
+            "cannot connect to 127.0.0.1:9 (connection refused)"
+        );
+        assert_eq!(
+            e.report(true),
+            "cannot connect to 127.0.0.1:9 (connection refused)\n  \
+             caused by: Connection refused (os error 111)"
+        );
+        let ended = Error::ended("127.0.0.1:9", "the server closed it before replying");
+        assert_eq!(
+            ended.to_string(),
+            "connection to 127.0.0.1:9 closed (the server closed it before replying)"
+        );
     }
 }

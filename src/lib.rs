@@ -39,6 +39,7 @@
 pub mod chat;
 pub mod echo;
 pub mod error;
+pub mod file;
 pub mod gro;
 pub mod json;
 pub mod lan;
@@ -48,7 +49,6 @@ pub mod ping;
 pub mod service;
 pub mod shutdown;
 pub mod text;
-pub mod file;
 pub mod transport;
 
 pub use error::{Error, Result};

@@ -24,10 +24,8 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!(
-                "sockit: error: cannot start the runtime ({})",
-                sockit::error::cause(&e)
-            );
+            let e = sockit::Error::io("cannot start the runtime", e);
+            sockit::error::print(&e.report(cli.verbose > 0));
             return ExitCode::from(1);
         }
     };
@@ -46,7 +44,7 @@ fn main() -> ExitCode {
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e @ sockit::Error::Interrupted) => ExitCode::from(e.exit_code()),
         Err(e) => {
-            eprintln!("sockit: error: {e}");
+            sockit::error::print(&e.report(cli.verbose > 0));
             ExitCode::from(e.exit_code())
         }
     }

@@ -19,7 +19,7 @@ use nix::net::if_::InterfaceFlags;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use crate::error::{Error, Result, cause};
+use crate::error::{Error, Result};
 
 /// How many pending connections the kernel may queue for a listener
 /// (capped by net.core.somaxconn).
@@ -139,46 +139,41 @@ pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
     }
     let found = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| Error::Resolve {
+        .map_err(|source| Error::Resolve {
             host: host.to_string(),
-            cause: resolver_cause(&e),
+            source,
         })?;
     let addrs: Vec<SocketAddr> = found.collect();
     if addrs.is_empty() {
         return Err(Error::Resolve {
             host: host.to_string(),
-            cause: "no addresses".into(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
         });
     }
     Ok(addrs)
-}
-
-/// The resolver's message without the Rust wrapper text.
-fn resolver_cause(e: &io::Error) -> String {
-    let text = cause(e);
-    text.strip_prefix("failed to lookup address information: ")
-        .map(|s| s.to_lowercase())
-        .unwrap_or(text)
 }
 
 /// Connects over TCP to the first address of `host` that answers, each try
 /// bounded by `timeout`.
 pub async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
     let addrs = resolve(host, port).await?;
-    let mut last_cause = String::new();
+    let mut last = None;
     for addr in &addrs {
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 return Ok(stream);
             }
-            Ok(Err(e)) => last_cause = cause(&e),
-            Err(_) => last_cause = format!("timed out after {} s", timeout.as_secs_f64()),
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {
+                let why = format!("timed out after {} s", timeout.as_secs_f64());
+                last = Some(io::Error::new(io::ErrorKind::TimedOut, why));
+            }
         }
     }
     Err(Error::Connect {
         addr: display_target(host, port),
-        cause: last_cause,
+        source: last.unwrap_or_else(|| io::Error::other("no address to try")),
     })
 }
 
@@ -206,7 +201,7 @@ pub async fn connect_udp(host: &str, port: u16) -> Result<(UdpSocket, SocketAddr
     }
     Err(Error::Connect {
         addr: display_target(host, port),
-        cause: last.map(|e| cause(&e)).unwrap_or_default(),
+        source: last.unwrap_or_else(|| io::Error::other("no address to try")),
     })
 }
 

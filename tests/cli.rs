@@ -55,6 +55,23 @@ fn connection_refused() {
     assert_error(&out, 1, "sockit: error: cannot connect to");
 }
 
+/// `-v` adds the error's whole chain under the one line, as the system
+/// said it (the OS error code included), for a user who needs the detail.
+#[test]
+fn verbose_errors_show_the_cause_chain() {
+    let port = closed_port().to_string();
+    let out = sockit(&["-v", "echo", "send", "127.0.0.1", &port, "hi"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.ends_with(&format!(
+            "sockit: error: cannot connect to 127.0.0.1:{port} (connection refused)\n  \
+             caused by: Connection refused (os error 111)\n"
+        )),
+        "stderr: {err}"
+    );
+}
+
 #[test]
 fn udp_to_a_closed_port_is_refused() {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");

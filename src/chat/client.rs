@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::error::{Error, Result, cause};
+use crate::error::{Error, Result};
 use crate::messages::Messages;
 use crate::net;
 use crate::text::printable;
@@ -74,10 +74,7 @@ pub async fn join(config: &Config, messages: Messages, out: &mut impl Write) -> 
         .connect(&config.host, config.port, config.connect_timeout)
         .await?;
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let broken = |e: std::io::Error| Error::Closed {
-        peer: peer.clone(),
-        why: cause(&e),
-    };
+    let broken = |e: std::io::Error| Error::closed(&peer, e);
 
     let (lines_tx, mut lines) = mpsc::channel::<Result<Vec<u8>>>(16);
     let stdin_task = tokio::spawn(read_input(messages, lines_tx));

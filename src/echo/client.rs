@@ -70,10 +70,7 @@ pub async fn send(config: &Config, mut messages: Messages, out: &mut impl Write)
             conn.stream
                 .write_all(&message)
                 .await
-                .map_err(|e| Error::Closed {
-                    peer: peer.clone(),
-                    why: crate::error::cause(&e),
-                })?;
+                .map_err(|e| Error::closed(&peer, e))?;
             let reply = conn.reply(&peer, config.wait).await?;
             message.pop();
             print_reply(out, config.json, &message, &reply, sent.elapsed())?;
@@ -151,10 +148,7 @@ impl LineConn {
                 return Ok(self.buf.split());
             }
             if self.closed {
-                return Err(Error::Closed {
-                    peer: peer.into(),
-                    why: "the server closed it before replying".into(),
-                });
+                return Err(Error::ended(peer, "the server closed it before replying"));
             }
             let until = if self.buf.is_empty() {
                 deadline
@@ -165,12 +159,7 @@ impl LineConn {
             match tokio::time::timeout_at(until, self.stream.read_buf(&mut self.buf)).await {
                 Ok(Ok(0)) => self.closed = true,
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    return Err(Error::Closed {
-                        peer: peer.into(),
-                        why: crate::error::cause(&e),
-                    });
-                }
+                Ok(Err(e)) => return Err(Error::closed(peer, e)),
                 Err(_) if self.buf.is_empty() => return Err(no_reply(peer, wait)),
                 Err(_) => return Ok(self.buf.split()),
             }

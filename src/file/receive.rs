@@ -148,9 +148,10 @@ pub async fn run(mut listen: Listen, config: Config, shutdown: CancellationToken
                 let outcome = match connection(stream, peer, shared, token).await {
                     Err(e) => Err(Error::io(format!("transfer from {peer} failed"), e)),
                     Ok(tally) if !tally.transfer => return Ok(()),
-                    Ok(tally) if tally.failed > 0 => Err(Error::Input {
-                        what: format!("transfer from {peer} failed"),
-                        why: format!("{} of {} entries", tally.failed, tally.ok + tally.failed),
+                    Ok(tally) if tally.failed > 0 => Err(Error::Incomplete {
+                        what: format!("transfer from {peer}"),
+                        failed: tally.failed,
+                        total: tally.ok + tally.failed,
                     }),
                     Ok(_) => Ok(()),
                 };

@@ -271,10 +271,7 @@ fn run_session(
         .sum();
     let progress = progress_bar(total);
     let _ = stream.set_write_timeout(Some(REPLY_TIMEOUT));
-    let lost = |e: io::Error| Error::Closed {
-        peer: peer.to_string(),
-        why: cause(&e),
-    };
+    let lost = |e: io::Error| Error::closed(peer, e);
     (&stream).write_all(&protocol::hello()).map_err(lost)?;
 
     let (tx, replies) = mpsc::channel();
@@ -352,9 +349,10 @@ fn run_session(
     }
     let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
     if failed > 0 {
-        return Err(Error::Input {
+        return Err(Error::Incomplete {
             what: "transfer incomplete".into(),
-            why: format!("{failed} of {} entries failed", outcomes.len()),
+            failed,
+            total: outcomes.len(),
         });
     }
     Ok(())
@@ -407,15 +405,12 @@ impl Session<'_> {
     }
 
     fn closed(&self, why: String) -> Error {
-        Error::Closed {
-            peer: self.peer.to_string(),
-            why,
-        }
+        Error::closed(self.peer, io::Error::other(why))
     }
 
     fn write(&self, bytes: &[u8]) -> Result<()> {
         let mut w = self.stream;
-        w.write_all(bytes).map_err(|e| self.closed(cause(&e)))
+        w.write_all(bytes).map_err(|e| Error::closed(self.peer, e))
     }
 }
 
@@ -632,7 +627,7 @@ fn stream_file(
             s.write(&Data::chunk_header(len))?;
             match copier.copy(file, s.stream, pos, len) {
                 Ok(()) => {}
-                Err(CopyError::Socket(e)) => return Err(s.closed(cause(&e))),
+                Err(CopyError::Socket(e)) => return Err(Error::closed(s.peer, e)),
                 Err(CopyError::File(e)) => {
                     end = Some(StreamEnd::LocalError(format!(
                         "cannot read it ({})",
@@ -797,10 +792,10 @@ fn progress_bar(total: u64) -> ProgressBar {
 fn print_outcome(o: &Outcome, json: bool, progress: &ProgressBar) {
     if let Some(error) = &o.error {
         let line = format!(
-            "sockit: error: cannot send '{}' ({error})",
+            "cannot send '{}' ({error})",
             crate::text::printable(o.rel.as_bytes())
         );
-        progress.suspend(|| eprintln!("{line}"));
+        progress.suspend(|| crate::error::print(&line));
     }
     if json {
         let value = json!({

@@ -57,7 +57,7 @@ pub async fn send(config: &Config, mut messages: Messages, out: &mut impl Write)
         framed
             .send(Frame::Value(value))
             .await
-            .map_err(|e| closed(&peer, &e))?;
+            .map_err(|e| Error::closed(&peer, e))?;
         let reply = match tokio::time::timeout(config.wait, framed.next()).await {
             Err(_) => {
                 return Err(Error::NoReply {
@@ -66,12 +66,9 @@ pub async fn send(config: &Config, mut messages: Messages, out: &mut impl Write)
                 });
             }
             Ok(None) => {
-                return Err(Error::Closed {
-                    peer,
-                    why: "the server closed it before replying".into(),
-                });
+                return Err(Error::ended(peer, "the server closed it before replying"));
             }
-            Ok(Some(Err(e))) => return Err(closed(&peer, &e)),
+            Ok(Some(Err(e))) => return Err(Error::closed(&peer, e)),
             Ok(Some(Ok(frame))) => frame,
         };
         let line = match reply {
@@ -95,11 +92,4 @@ pub async fn send(config: &Config, mut messages: Messages, out: &mut impl Write)
         });
     }
     Ok(())
-}
-
-fn closed(peer: &str, e: &std::io::Error) -> Error {
-    Error::Closed {
-        peer: peer.into(),
-        why: crate::error::cause(e),
-    }
 }

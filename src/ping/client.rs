@@ -344,10 +344,7 @@ impl<W: Write> Session<W> {
     fn link_error(&self, e: io::Error) -> Error {
         match &self.link {
             Link::Udp(_) => Error::io(format!("cannot exchange datagrams with {}", self.target), e),
-            Link::Tcp(..) => Error::Closed {
-                peer: self.target.clone(),
-                why: crate::error::cause(&e),
-            },
+            Link::Tcp(..) => Error::closed(&self.target, e),
         }
     }
 
