@@ -48,7 +48,7 @@ pub mod net;
 pub mod ping;
 pub mod service;
 pub mod shutdown;
-pub mod text;
+pub(crate) mod text;
 pub mod transport;
 
 pub use error::{Error, Result};

@@ -135,22 +135,14 @@ pub async fn join(config: &Config, messages: Messages, out: &mut impl Write) -> 
                     Some(Err(e)) => break Err(e),
                     None => None,
                 };
+                let name = config.name.as_deref().filter(|_| server == Server::Other);
                 let sent = match line {
                     Some(line) if line != b"bye" && line != b"/quit" => {
-                        let mut message = Vec::with_capacity(line.len() + 40);
-                        if server == Server::Other && let Some(name) = &config.name {
-                            message.extend_from_slice(format!("[{name}] ").as_bytes());
-                        }
-                        message.extend_from_slice(&line);
-                        message.push(b'\n');
-                        writer.write_all(&message).await
+                        send_line(&mut writer, name, &line).await
                     }
                     _ => {
                         leaving = Some(Instant::now() + LINGER);
-                        match writer.write_all(b"bye").await {
-                            Ok(()) => writer.shutdown().await,
-                            Err(e) => Err(e),
-                        }
+                        say_bye(&mut writer).await
                     }
                 };
                 if let Err(e) = sent {
@@ -162,6 +154,29 @@ pub async fn join(config: &Config, messages: Messages, out: &mut impl Write) -> 
     stdin_task.abort();
     out.flush().map_err(Error::Stdout)?;
     result
+}
+
+/// Sends one typed line, with the seed 4-3 `[NAME] ` prefix when `name`
+/// is given (a server that is not sockit).
+async fn send_line(
+    writer: &mut (impl AsyncWriteExt + Unpin),
+    name: Option<&str>,
+    line: &[u8],
+) -> std::io::Result<()> {
+    let mut message = Vec::with_capacity(line.len() + 40);
+    if let Some(name) = name {
+        message.extend_from_slice(format!("[{name}] ").as_bytes());
+    }
+    message.extend_from_slice(line);
+    message.push(b'\n');
+    writer.write_all(&message).await
+}
+
+/// Leaves the seed's way (`bye`, which sockit understands too) and closes
+/// the sending side.
+async fn say_bye(writer: &mut (impl AsyncWriteExt + Unpin)) -> std::io::Result<()> {
+    writer.write_all(b"bye").await?;
+    writer.shutdown().await
 }
 
 /// Feeds stdin lines to the main loop; cancel-safe because the channel is.

@@ -10,7 +10,7 @@
 //! - [`client`]: `chat join`.
 
 pub mod client;
-pub mod log;
+pub(crate) mod log;
 pub mod protocol;
-pub mod room;
+pub(crate) mod room;
 pub mod server;

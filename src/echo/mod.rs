@@ -6,5 +6,5 @@
 pub mod client;
 pub mod protocol;
 pub mod server;
-pub mod tcp;
-pub mod udp;
+pub(crate) mod tcp;
+pub(crate) mod udp;

@@ -199,7 +199,10 @@ impl JsonCodec {
         format!("value too large (max {} bytes)", self.max_size)
     }
 
-    fn decode_inner(&mut self, buf: &mut BytesMut, at_eof: bool) -> Option<Frame> {
+    /// Drops what an earlier error said to drop: the rest of an oversize
+    /// value (`discarding`) or of a bad line (`resyncing`). `false` when
+    /// that used up the whole buffer.
+    fn skip_dropped(&mut self, buf: &mut BytesMut) -> bool {
         if self.discarding {
             match self.scan.advance(buf) {
                 Some(end) => {
@@ -211,7 +214,7 @@ impl JsonCodec {
                     let all = buf.len();
                     self.advance(buf, all);
                     self.scan.pos = 0;
-                    return None;
+                    return false;
                 }
             }
         }
@@ -224,9 +227,16 @@ impl JsonCodec {
                 None => {
                     let all = buf.len();
                     self.advance(buf, all);
-                    return None;
+                    return false;
                 }
             }
+        }
+        true
+    }
+
+    fn decode_inner(&mut self, buf: &mut BytesMut, at_eof: bool) -> Option<Frame> {
+        if !self.skip_dropped(buf) {
+            return None;
         }
         let blank = buf.iter().take_while(|b| is_space(**b)).count();
         if blank > 0 {

@@ -103,14 +103,49 @@ pub async fn discover(
         sent: HashMap::new(),
         found: HashMap::new(),
     };
-    // One buffer per socket: both receives are polled at once.
-    let mut buf4 = vec![0u8; 2048];
-    let mut buf6 = vec![0u8; 2048];
+    let sockets = Sockets { v4, v6 };
     let mut window = 0u64;
     if config.watch && !config.json {
         print_header(out)?;
     }
     loop {
+        let whole = run
+            .probe_window(&sockets, config, &destinations, window, out, shutdown)
+            .await?;
+        if !whole {
+            return run.finish(config, out, true);
+        }
+        if !config.watch {
+            return run.finish(config, out, false);
+        }
+        run.forget_gone(out, config.json, window)?;
+        window += 1;
+    }
+}
+
+/// The sockets probes go out on and answers come back to.
+struct Sockets {
+    v4: UdpSocket,
+    /// `None` on a host without IPv6.
+    v6: Option<UdpSocket>,
+}
+
+impl Run {
+    /// One window: probe rounds at 0, 1/4 and 1/2 of it, and every answer
+    /// until it ends (printed as found with `--watch`). `Ok(false)` if
+    /// shutdown cut it short.
+    async fn probe_window(
+        &mut self,
+        sockets: &Sockets,
+        config: &Config,
+        destinations: &[Destination],
+        window: u64,
+        out: &mut impl Write,
+        shutdown: &CancellationToken,
+    ) -> Result<bool> {
+        // One buffer per socket: both receives are polled at once.
+        let mut buf4 = vec![0u8; 2048];
+        let mut buf6 = vec![0u8; 2048];
         let start = Instant::now();
         let deadline = start + config.window;
         let mut round = 0u32;
@@ -118,11 +153,12 @@ pub async fn discover(
         loop {
             let now = Instant::now();
             if now >= deadline {
-                break;
+                return Ok(true);
             }
             if round < ROUNDS && now >= next_send {
                 let seq = window as u32 * ROUNDS + round;
-                run.send(seq, &destinations, &v4, v6.as_ref()).await?;
+                self.send(seq, destinations, &sockets.v4, sockets.v6.as_ref())
+                    .await?;
                 round += 1;
                 // Rounds at 0, 1/4 and 1/2 of the window.
                 next_send = start
@@ -137,10 +173,10 @@ pub async fn discover(
                 deadline
             };
             let received = tokio::select! {
-                r = v4.recv_from(&mut buf4) => r.map(|(n, from)| (&buf4[..n], from)),
-                r = recv_opt(v6.as_ref(), &mut buf6) => r.map(|(n, from)| (&buf6[..n], from)),
+                r = sockets.v4.recv_from(&mut buf4) => r.map(|(n, from)| (&buf4[..n], from)),
+                r = recv_opt(sockets.v6.as_ref(), &mut buf6) => r.map(|(n, from)| (&buf6[..n], from)),
                 _ = tokio::time::sleep_until(wake.into()) => continue,
-                _ = shutdown.cancelled() => return run.finish(config, out, true),
+                _ = shutdown.cancelled() => return Ok(false),
             };
             let (datagram, from) = match received {
                 Ok(got) => got,
@@ -149,7 +185,7 @@ pub async fn discover(
                     continue;
                 }
             };
-            let new = run.heard(datagram, from, Instant::now(), window);
+            let new = self.heard(datagram, from, Instant::now(), window);
             if let Some(found) = new.filter(|_| config.watch) {
                 let found = Found {
                     event: Some("found"),
@@ -158,11 +194,6 @@ pub async fn discover(
                 print_found(out, &found, config.json)?;
             }
         }
-        if !config.watch {
-            return run.finish(config, out, false);
-        }
-        run.forget_gone(out, config.json, window)?;
-        window += 1;
     }
 }
 
