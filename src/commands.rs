@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use sockit::context::Context;
 use sockit::error::{Error, Result};
 use sockit::messages::Messages;
 use sockit::service::Listen;
@@ -28,16 +29,9 @@ use crate::cli::{
 /// stdio and the runtime.
 const FD_RESERVE: u64 = 64;
 
-/// What every command is run with besides its own flags.
-pub struct Context {
-    /// Cancelled on Ctrl-C or SIGTERM.
-    pub shutdown: CancellationToken,
-    /// The global `-q` (ping prints only its summary).
-    pub quiet: bool,
-}
-
 /// Runs `command` until it finishes or `ctx.shutdown` is cancelled.
-pub async fn run(command: Command, ctx: Context) -> Result<()> {
+/// `quiet` is the global `-q` (ping then prints only its summary).
+pub async fn run(command: Command, ctx: Context, quiet: bool) -> Result<()> {
     match command {
         Command::Echo(EchoCommand::Serve(args)) => echo_serve(args, ctx).await,
         Command::Echo(EchoCommand::Send(args)) => echo_send(args, ctx).await,
@@ -49,7 +43,7 @@ pub async fn run(command: Command, ctx: Context) -> Result<()> {
         Command::Broadcast(BroadcastCommand::Listen(args)) => broadcast_listen(args, ctx).await,
         Command::Discover(args) => discover(args, ctx).await,
         Command::Respond(args) => respond(args, ctx).await,
-        Command::Ping(args) => ping(args, ctx).await,
+        Command::Ping(args) => ping(args, ctx, quiet).await,
         Command::File(FileCommand::Receive(args)) => file_receive(args, ctx).await,
         Command::File(FileCommand::Send(args)) => file_send(args, ctx).await,
     }
@@ -76,8 +70,11 @@ async fn echo_serve(args: EchoServe, ctx: Context) -> Result<()> {
         delay: Duration::from_millis(args.delay),
     };
     announce(sockets.local)?;
-    let tcp = sockets.tcp.map(listen);
-    echo::server::run(tcp, sockets.udp, config, ctx.shutdown).await
+    let serving = echo::server::Serving {
+        tcp: sockets.tcp.map(listen),
+        udp: sockets.udp,
+    };
+    echo::server::run(serving, config, ctx).await
 }
 
 async fn echo_send(args: EchoSend, ctx: Context) -> Result<()> {
@@ -89,15 +86,17 @@ async fn echo_send(args: EchoSend, ctx: Context) -> Result<()> {
         json: args.json,
     };
     let messages = Messages::from_args_or_stdin(args.messages);
-    let mut out = std::io::stdout().lock();
-    let client = echo::client::send(&config, messages, &mut out);
-    until_interrupted(client, &ctx.shutdown).await
+    let shutdown = ctx.shutdown.clone();
+    until_interrupted(echo::client::send(messages, config, ctx), &shutdown).await
 }
 
 async fn json_serve(args: JsonServe, ctx: Context) -> Result<()> {
     let listener = net::bind_tcp(SocketAddr::new(args.bind.bind, args.port))?;
     announce(net::local_addr(&listener)?)?;
-    json::server::run(listen(listener), args.max_size, ctx.shutdown).await
+    let config = json::server::Config {
+        max_size: args.max_size,
+    };
+    json::server::run(listen(listener), config, ctx).await
 }
 
 async fn json_send(args: JsonSend, ctx: Context) -> Result<()> {
@@ -107,9 +106,8 @@ async fn json_send(args: JsonSend, ctx: Context) -> Result<()> {
         wait: args.target.wait,
     };
     let messages = Messages::from_args_or_stdin(args.values);
-    let mut out = std::io::stdout().lock();
-    let client = json::client::send(&config, messages, &mut out);
-    until_interrupted(client, &ctx.shutdown).await
+    let shutdown = ctx.shutdown.clone();
+    until_interrupted(json::client::send(messages, config, ctx), &shutdown).await
 }
 
 async fn chat_serve(args: ChatServe, ctx: Context) -> Result<()> {
@@ -120,7 +118,7 @@ async fn chat_serve(args: ChatServe, ctx: Context) -> Result<()> {
         max_clients: args.max_clients as usize,
         max_line: args.max_line,
     };
-    chat::server::run(listen(listener), config, ctx.shutdown).await
+    chat::server::run(listen(listener), config, ctx).await
 }
 
 async fn chat_join(args: ChatJoin, ctx: Context) -> Result<()> {
@@ -131,9 +129,8 @@ async fn chat_join(args: ChatJoin, ctx: Context) -> Result<()> {
         connect_timeout: args.target.wait,
     };
     let messages = Messages::from_args_or_stdin(Vec::new());
-    let mut out = std::io::stdout().lock();
-    let client = chat::client::join(&config, messages, &mut out);
-    until_interrupted(client, &ctx.shutdown).await
+    let shutdown = ctx.shutdown.clone();
+    until_interrupted(chat::client::join(messages, config, ctx), &shutdown).await
 }
 
 async fn broadcast_send(args: BroadcastSend, ctx: Context) -> Result<()> {
@@ -144,7 +141,7 @@ async fn broadcast_send(args: BroadcastSend, ctx: Context) -> Result<()> {
         count: args.count,
         to: args.to,
     };
-    lan::broadcast::send(&config, &mut std::io::stdout().lock(), &ctx.shutdown).await
+    lan::broadcast::send(config, ctx).await
 }
 
 async fn broadcast_listen(args: BroadcastListen, ctx: Context) -> Result<()> {
@@ -154,8 +151,7 @@ async fn broadcast_listen(args: BroadcastListen, ctx: Context) -> Result<()> {
         count: args.count,
         json: args.json,
     };
-    let out = &mut std::io::stdout().lock();
-    lan::broadcast::listen(socket, config, out, &ctx.shutdown).await
+    lan::broadcast::listen(socket, config, ctx).await
 }
 
 async fn discover(args: Discover, ctx: Context) -> Result<()> {
@@ -166,23 +162,23 @@ async fn discover(args: Discover, ctx: Context) -> Result<()> {
         watch: args.watch,
         to: args.to,
     };
-    lan::discover::discover(&config, &mut std::io::stdout().lock(), &ctx.shutdown).await
+    lan::discover::discover(config, ctx).await
 }
 
 async fn respond(args: Respond, ctx: Context) -> Result<()> {
-    let (v4, v6, local) = lan::respond::bind(args.bind.bind, args.port)?;
+    let sockets = lan::respond::bind(args.bind.bind, args.port)?;
     let host = lan::protocol::clip_name(&net::host_name());
     let config = lan::respond::Config {
         name: args.name.unwrap_or_else(|| host.clone()),
         host,
         limits: lan::protocol::Limits::default(),
     };
-    announce(local)?;
-    lan::respond::run(v4, v6, config, std::io::stdout(), ctx.shutdown).await;
+    announce(sockets.local)?;
+    lan::respond::run(sockets, config, ctx).await;
     Ok(())
 }
 
-async fn ping(args: Ping, ctx: Context) -> Result<()> {
+async fn ping(args: Ping, ctx: Context, quiet: bool) -> Result<()> {
     let config = ping::client::Config {
         host: args.host,
         port: args.port,
@@ -192,12 +188,12 @@ async fn ping(args: Ping, ctx: Context) -> Result<()> {
         deadline: args.deadline,
         size: args.size as usize,
         json: args.json,
-        quiet: ctx.quiet,
+        quiet,
         tcp: args.tcp,
     };
     // Ctrl-C ends the run with its summary, so the client watches the
     // token itself instead of being cancelled.
-    ping::client::ping(config, ctx.shutdown, std::io::stdout()).await
+    ping::client::ping(config, ctx).await
 }
 
 async fn file_receive(args: FileReceive, ctx: Context) -> Result<()> {
@@ -209,7 +205,7 @@ async fn file_receive(args: FileReceive, ctx: Context) -> Result<()> {
         overwrite: args.overwrite,
         once: args.once,
     };
-    file::receive::run(listen(listener), config, ctx.shutdown).await
+    file::receive::run(listen(listener), config, ctx).await
 }
 
 async fn file_send(args: FileSend, ctx: Context) -> Result<()> {

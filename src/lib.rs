@@ -37,6 +37,7 @@
 //! files after its commands instead).
 
 pub mod chat;
+pub mod context;
 pub mod echo;
 pub mod error;
 pub mod file;

@@ -30,12 +30,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let ctx = commands::Context {
-            shutdown: sockit::shutdown::on_signals(),
-            // ping's -q (summary only) is the global -q.
-            quiet: cli.quiet > 0,
-        };
-        commands::run(cli.command, ctx).await
+        let ctx = sockit::context::Context::stdout(sockit::shutdown::on_signals());
+        commands::run(cli.command, ctx, cli.quiet > 0).await
     });
     // Do not wait for stray blocking reads (stdin) when we are done.
     runtime.shutdown_background();

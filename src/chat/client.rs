@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::messages::Messages;
 use crate::net;
@@ -68,7 +69,9 @@ enum Server {
 }
 
 /// Joins the room and runs until the user leaves or the server closes.
-pub async fn join(config: &Config, messages: Messages, out: &mut impl Write) -> Result<()> {
+pub async fn join(messages: Messages, config: Config, ctx: Context) -> Result<()> {
+    let config = &config;
+    let out = &mut { ctx.out };
     let peer = net::display_target(&config.host, config.port);
     let stream = Connector::plain()
         .connect(&config.host, config.port, config.connect_timeout)

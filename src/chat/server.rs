@@ -32,6 +32,7 @@ use super::protocol::{
 use super::room::{
     FLUSH_SLOTS, Flow, LARGE_ROOM, Leave, Member, NickError, PRESENCE_INTERVAL, Queued, Room,
 };
+use crate::context::Context as RunContext;
 use crate::error::Result;
 use crate::service::{self, Listen, OnShutdown};
 use crate::transport::Stream;
@@ -68,8 +69,9 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
 }
 
-/// Serves the chat room on `listen` until `shutdown` is cancelled.
-pub async fn run(listen: Listen, config: Config, shutdown: CancellationToken) -> Result<()> {
+/// Serves the chat room on `listen` until the shutdown token is cancelled.
+pub async fn run(listen: Listen, config: Config, ctx: RunContext) -> Result<()> {
+    let shutdown = ctx.shutdown;
     let room = Arc::new(Room::new(config.echo_self, config.max_clients));
     let clock = tokio::spawn(tick(room.clone(), shutdown.clone()));
     let max_line = config.max_line;

@@ -15,6 +15,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::messages::Messages;
 use crate::net;
@@ -41,7 +42,9 @@ pub struct Config {
 }
 
 /// Sends every message and prints every reply on `out`, one per line.
-pub async fn send(config: &Config, mut messages: Messages, out: &mut impl Write) -> Result<()> {
+pub async fn send(mut messages: Messages, config: Config, ctx: Context) -> Result<()> {
+    let config = &config;
+    let out = &mut { ctx.out };
     let peer = net::display_target(&config.host, config.port);
     if config.udp {
         let (socket, _) = net::connect_udp(&config.host, config.port).await?;

@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
-use tokio_util::sync::CancellationToken;
 
 use super::protocol::Reply;
 pub use super::tcp::run_tcp;
 pub use super::udp::{UdpStats, run_udp};
+use crate::context::Context;
 use crate::error::Result;
 use crate::net;
 use crate::service::Listen;
@@ -68,14 +68,19 @@ pub fn bind(addr: SocketAddr, sides: Sides) -> Result<Sockets> {
     Ok(Sockets { tcp, udp, local })
 }
 
+/// What the echo server serves on: the TCP side through the shared
+/// accept loop, the UDP side as bound.
+#[derive(Debug)]
+pub struct Serving {
+    pub tcp: Option<Listen>,
+    pub udp: Option<UdpSocket>,
+}
+
 /// Serves echo on whichever of `tcp` and `udp` are given, until `shutdown`
 /// is cancelled.
-pub async fn run(
-    tcp: Option<Listen>,
-    udp: Option<UdpSocket>,
-    config: Config,
-    shutdown: CancellationToken,
-) -> Result<()> {
+pub async fn run(sockets: Serving, config: Config, ctx: Context) -> Result<()> {
+    let Serving { tcp, udp } = sockets;
+    let shutdown = ctx.shutdown;
     let tcp_task = async {
         match tcp {
             Some(listen) => run_tcp(listen, config.clone(), shutdown.clone()).await,

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::protocol::{
     self, Code, Data, DecodeError, Entry, Hello, Reason, Reply, partial_name, partial_stem,
 };
+use crate::context::Context;
 use crate::error::{Error, Result, cause};
 use crate::service::{self, Listen, OnShutdown};
 use crate::transport::Stream;
@@ -111,7 +112,8 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf> {
 
 /// Serves sessions until `shutdown` is cancelled (or, with `--once`, until
 /// the first transfer ends: its failures then make the exit code 1).
-pub async fn run(mut listen: Listen, config: Config, shutdown: CancellationToken) -> Result<()> {
+pub async fn run(mut listen: Listen, config: Config, ctx: Context) -> Result<()> {
+    let shutdown = ctx.shutdown;
     let once = config.once;
     let shared = Arc::new(Shared {
         config,

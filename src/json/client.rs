@@ -14,6 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 
 use super::protocol::{Frame, JsonCodec, parse_value};
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::messages::Messages;
 use crate::net;
@@ -33,7 +34,9 @@ pub struct Config {
 }
 
 /// Sends every value and prints every reply on `out`.
-pub async fn send(config: &Config, mut messages: Messages, out: &mut impl Write) -> Result<()> {
+pub async fn send(mut messages: Messages, config: Config, ctx: Context) -> Result<()> {
+    let config = &config;
+    let out = &mut { ctx.out };
     let peer = net::display_target(&config.host, config.port);
     let stream = Connector::plain()
         .connect(&config.host, config.port, config.wait)

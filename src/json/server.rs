@@ -10,18 +10,26 @@
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio_util::codec::Framed;
-use tokio_util::sync::CancellationToken;
 
 use super::protocol::{Frame, JsonCodec};
+use crate::context::Context;
 use crate::error::Result;
 use crate::service::{self, Listen};
 use crate::transport::Stream;
 
-/// Serves JSON echo on `listen` until `shutdown` is cancelled.
-pub async fn run(listen: Listen, max_size: usize, shutdown: CancellationToken) -> Result<()> {
+/// What `json serve`'s flags decide.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest value accepted, in bytes (`--max-size`).
+    pub max_size: usize,
+}
+
+/// Serves JSON echo on `listen` until the shutdown token is cancelled.
+pub async fn run(listen: Listen, config: Config, ctx: Context) -> Result<()> {
+    let max_size = config.max_size;
     service::serve_tcp(
         listen,
-        shutdown,
+        ctx.shutdown,
         service::OnShutdown::Drop,
         move |stream, _, _| serve_connection(stream, max_size),
     )

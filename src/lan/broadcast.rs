@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::net::UdpSocket;
-use tokio_util::sync::CancellationToken;
 
+use crate::context::Context;
 use crate::error::{Error, Result, cause};
 use crate::{net, text};
 
@@ -33,11 +33,8 @@ pub struct SendConfig {
 
 /// Sends `config.message` every `config.interval`, printing a line per
 /// datagram to `out`. Stops after `count` rounds or on `shutdown`.
-pub async fn send(
-    config: &SendConfig,
-    out: &mut impl Write,
-    shutdown: &CancellationToken,
-) -> Result<()> {
+pub async fn send(config: SendConfig, ctx: Context) -> Result<()> {
+    let (config, shutdown, out) = (&config, &ctx.shutdown, &mut { ctx.out });
     let local: SocketAddr = match config.to {
         Some(IpAddr::V6(_)) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         _ => (Ipv4Addr::UNSPECIFIED, 0).into(),
@@ -118,12 +115,8 @@ struct Heard<'a> {
 }
 
 /// Prints every datagram that reaches `socket` until `count` or `shutdown`.
-pub async fn listen(
-    socket: UdpSocket,
-    config: ListenConfig,
-    out: &mut impl Write,
-    shutdown: &CancellationToken,
-) -> Result<()> {
+pub async fn listen(socket: UdpSocket, config: ListenConfig, ctx: Context) -> Result<()> {
+    let (shutdown, out) = (&ctx.shutdown, &mut { ctx.out });
     // The largest UDP payload: a datagram is never cut short.
     let mut buf = vec![0u8; 65_536];
     let mut heard = 0u64;

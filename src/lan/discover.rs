@@ -19,6 +19,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{GROUP_V6, InstanceId, Probe, Reply, TEXT_REPLY};
+use crate::context::Context;
 use crate::error::{Error, Result, cause};
 use crate::{net, text};
 
@@ -81,11 +82,8 @@ struct Destination {
 
 /// Probes and prints what answered, as a table after one window or as a
 /// stream with `--watch`.
-pub async fn discover(
-    config: &Config,
-    out: &mut impl Write,
-    shutdown: &CancellationToken,
-) -> Result<()> {
+pub async fn discover(config: Config, ctx: Context) -> Result<()> {
+    let (config, shutdown, out) = (&config, &ctx.shutdown, &mut { ctx.out });
     let v4 = net::bind_udp_broadcast((Ipv4Addr::UNSPECIFIED, 0).into(), false)?;
     let v6 = match net::bind_udp_broadcast((Ipv6Addr::UNSPECIFIED, 0).into(), false) {
         Ok(socket) => Some(socket),

@@ -15,6 +15,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{self, GROUP_V6, Incoming, InstanceId, Limits, RateLimit, Reply, TEXT_REPLY};
+use crate::context::Context;
 use crate::error::{Result, cause};
 use crate::net;
 
@@ -54,15 +55,28 @@ pub fn join_group(socket: &UdpSocket) -> usize {
     joined
 }
 
+/// The responder's sockets.
+#[derive(Debug)]
+pub struct Sockets {
+    pub v4: UdpSocket,
+    /// `None` when bound to one address, or on a host without IPv6.
+    pub v6: Option<UdpSocket>,
+    /// The address to announce.
+    pub local: SocketAddr,
+}
+
 /// Binds the responder's sockets: IPv4 on `bind:port` and, when `bind`
 /// is the IPv4 wildcard, IPv6 on the same port with the discovery group
 /// joined on every interface (answering over IPv4 only if that fails).
-/// Returns them with the address to announce.
-pub fn bind(bind: IpAddr, port: u16) -> Result<(UdpSocket, Option<UdpSocket>, SocketAddr)> {
+pub fn bind(bind: IpAddr, port: u16) -> Result<Sockets> {
     let v4 = net::bind_udp_broadcast(SocketAddr::new(bind, port), false)?;
     let local = net::local_udp(&v4)?;
     if !(bind.is_unspecified() && bind.is_ipv4()) {
-        return Ok((v4, None, local));
+        return Ok(Sockets {
+            v4,
+            v6: None,
+            local,
+        });
     }
     let addr = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), local.port());
     let v6 = match net::bind_udp_broadcast(addr, false) {
@@ -76,25 +90,21 @@ pub fn bind(bind: IpAddr, port: u16) -> Result<(UdpSocket, Option<UdpSocket>, So
             None
         }
     };
-    Ok((v4, v6, local))
+    Ok(Sockets { v4, v6, local })
 }
 
 /// Answers on `v4` and, if given, `v6` until `shutdown` (both sockets are
 /// single-stack, so a source address is never an IPv4-mapped one). Prints a line per
 /// answer to `out` (rate-limited answers are not printed: a flood must not
 /// flood the terminal too).
-pub async fn run(
-    v4: UdpSocket,
-    v6: Option<UdpSocket>,
-    config: Config,
-    out: impl Write + Send + 'static,
-    shutdown: CancellationToken,
-) {
+pub async fn run(sockets: Sockets, config: Config, ctx: Context) {
+    let Sockets { v4, v6, .. } = sockets;
+    let Context { shutdown, out } = ctx;
     let responder = Arc::new(Responder {
         id: InstanceId::random(),
         limit: std::sync::Mutex::new(RateLimit::new(config.limits, Instant::now())),
         config,
-        out: std::sync::Mutex::new(Box::new(out)),
+        out: std::sync::Mutex::new(out),
     });
     let v4 = serve(Arc::new(v4), responder.clone(), shutdown.clone());
     match v6 {

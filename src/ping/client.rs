@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{self, MAGIC, Reply, Tracker};
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::net;
 
@@ -68,11 +69,8 @@ pub struct Config {
 
 /// Runs a ping, writes its output to `out`, and fails (exit 1) if no
 /// probe was answered in time.
-pub async fn ping<W: Write + Send + 'static>(
-    config: Config,
-    shutdown: CancellationToken,
-    out: W,
-) -> Result<()> {
+pub async fn ping(config: Config, ctx: Context) -> Result<()> {
+    let Context { shutdown, out } = ctx;
     let target = net::display_target(&config.host, config.port);
     let link = if config.tcp {
         let started = Instant::now();
