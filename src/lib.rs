@@ -3,38 +3,55 @@
 //!
 //! # Module map
 //!
-//! `main.rs` parses the command line with [`cli`], sets up logging and the
-//! one shutdown signal ([`shutdown`]), and calls [`run::run`], which binds
-//! sockets through [`net`] and starts the service the command names. Each
-//! service is a module of its own with the same inner shape: `protocol`
-//! (framing and what to answer; no I/O), `server` (`run` takes an already
-//! bound socket and the shutdown token, so tests start servers on port 0
-//! in-process) and `client`. Data flows socket -> protocol's framing type ->
-//! server logic -> protocol's encoder -> socket. Framing and answer rules
-//! live in `protocol`; the servers move bytes between sockets and it.
+//! The binary (`src/main.rs`) owns the command line: `cli.rs` defines
+//! every flag once, `commands.rs` holds one short function per command
+//! that turns its flags into the service's config, binds what a server
+//! listens on through [`net`], announces it, and calls the service with a
+//! [`context::Context`] (the one shutdown signal from [`shutdown`], and
+//! the output sink). Everything below is this library.
+//!
+//! Every entry point has one shape: what it consumes (bound sockets, or a
+//! client's [`messages`]), its config, the context. TCP servers take a
+//! [`service::Listen`] (listener, [`transport::Acceptor`], connection
+//! cap) and run through [`service::serve_tcp`], which accepts, runs the
+//! transport handshake inside each connection's own task, and hands the
+//! service a [`transport::Stream`]; TCP clients connect through a
+//! [`transport::Connector`] to the same type. No service names
+//! `TcpStream`, so TLS or WebSocket is a transport variant, not a change
+//! to the services. Data flows stream -> protocol's framing type ->
+//! service logic -> protocol's encoder -> stream.
+//!
+//! Each service is a module with the same inner shape: `protocol`
+//! (framing and what to answer; no I/O), `server` (or a file named after
+//! its command) and `client`:
 //!
 //! - [`echo`]: RFC 862 echo over UDP and TCP, with upper-casing, fixed
 //!   replies, simulated loss and delay (seeds 000, 003, 004 task 5).
 //! - [`json`]: a stream of JSON values answered one compact line each
 //!   (seed 004 task 4-4).
-//! - [`chat`]: a line-based chat room with nicks and commands, and its
-//!   client (seed 004 tasks 4 to 4-3).
+//! - [`chat`]: a line-based chat room with nicks and commands, its shared
+//!   log of sealed segments (one copy of every line for all members), and
+//!   its client (seed 004 tasks 4 to 4-3).
 //! - [`lan`]: UDP broadcast send/listen, and device discovery with its
 //!   responder, over IPv4 broadcast and IPv6 multicast (seed 004 tasks 6, 7).
-//! - [`file`]: files and directories over TCP, BLAKE3-verified,
-//!   resumable and written atomically (seed 002 file I/O).
-//! - [`service`]: what every TCP server shares (connection cap, accept
-//!   with backoff, a task per connection, shutdown with a grace period).
-//! - [`messages`]: where clients' messages come from (arguments or stdin).
-//! - [`gro`]: UDP receive offload, for the echo server and the benches.
-//! - [`text`]: making untrusted bytes safe to print on a terminal.
-//! - [`error`]: the typed error all of the above return; `main` prints it.
 //! - [`ping`]: round-trip times to any UDP (or TCP) echo server, with
 //!   late, duplicate and reordered replies told apart (seed 002).
+//! - [`file`]: `file send` / `file receive`: files and directories over
+//!   TCP, BLAKE3-verified, resumable and written atomically (seed 002).
 //!
-//! Every service has the same shape: a `cli` subcommand, a branch in
-//! [`run`], and a module with `protocol`/`server`/`client` (lan names its
-//! files after its commands instead).
+//! And what they share:
+//!
+//! - [`transport`]: the stream every TCP service reads and writes, the
+//!   acceptor and the connector.
+//! - [`service`]: the TCP accept loop (connection cap, accept with
+//!   backoff, a task per connection, shutdown with a grace period).
+//! - [`context`]: the shutdown token and output sink every entry point gets.
+//! - [`net`]: binding, resolving, connecting, interfaces.
+//! - [`gro`]: UDP receive offload, for the echo server and the benches.
+//! - [`messages`]: where clients' messages come from (arguments or stdin).
+//! - `text`: making untrusted bytes safe to print on a terminal.
+//! - [`error`]: the typed error all of the above return, and the one
+//!   writer of `sockit: error:` lines; `main` prints it.
 
 pub mod chat;
 pub mod context;

@@ -3,8 +3,8 @@
 //!
 //! - [`protocol`]: line framing with the pause rule, commands, nicks, and
 //!   the text of every line the server sends.
-//! - [`log`]: the room's output, stored once and read by every member.
-//! - [`room`]: members, nicks and outbound queues; the fan-out and the
+//! - `log`: the room's output, stored once and read by every member.
+//! - `room`: members, nicks and outbound queues; the fan-out and the
 //!   slow-client policy are documented there.
 //! - [`server`]: one task per connection reading, relaying and writing.
 //! - [`client`]: `chat join`.

@@ -5,7 +5,7 @@
 //!
 //! Everything the server sends is UTF-8 and ends with `\n`. Text from
 //! clients is decoded lossily (invalid bytes become U+FFFD) and escaped
-//! with [`crate::text::push_printable`] before anyone else sees it, and
+//! with `crate::text::push_printable` before anyone else sees it, and
 //! every relayed line carries its sender's label, so a client can neither
 //! recolour other people's terminals nor forge a second label by sending
 //! a newline (the label goes on every line, not on every read as in

@@ -2,7 +2,7 @@
 //!
 //! Each connection is one task that reads, relays and writes without ever
 //! blocking on another connection: lines read are appended to the room's
-//! shared log at once (see [`super::room`] for the fan-out and the
+//! shared log at once (see `super::room` for the fan-out and the
 //! slow-client policy), and the task writes what the log and its private
 //! queue hold for it whenever the socket can take it. Reading and writing
 //! are interleaved in one hand-written poll loop with non-blocking reads

@@ -4,7 +4,7 @@
 //! datagram back. Over TCP every message is sent as a line (`\n` appended,
 //! as `nc` sends what you type) and the reply is read until the first of:
 //! a newline, the server closing the connection (seed 003's server answers
-//! without a newline and closes), or a pause of [`QUIET`] after some bytes
+//! without a newline and closes), or a pause of `QUIET` after some bytes
 //! arrived (a server that answers without newline and stays open).
 //! Nothing at all within `-w` seconds is an error.
 

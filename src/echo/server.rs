@@ -1,7 +1,7 @@
 //! The echo server: UDP and TCP on one port, sharing one answer policy.
 //!
-//! [`super::udp`] is the datagram side (a batched hot loop on a thread of
-//! its own), [`super::tcp`] the stream side (a task per connection that
+//! `super::udp` is the datagram side (a batched hot loop on a thread of
+//! its own), `super::tcp` the stream side (a task per connection that
 //! reads and writes at once). Both stop when the shutdown token is
 //! cancelled; [`run`] serves whichever sockets it is given.
 

@@ -9,8 +9,8 @@
 //! reply is timed.
 //!
 //! The receive timeout (SO_RCVTIMEO) is changed only when it must be: a
-//! wait never overshoots its deadline by more than [`TOLERANCE`], and never
-//! blocks longer than [`SLICE`], so Ctrl-C (the shutdown token) is seen
+//! wait never overshoots its deadline by more than `TOLERANCE`, and never
+//! blocks longer than `SLICE`, so Ctrl-C (the shutdown token) is seen
 //! within that. In the `-i 0` fast path the timeout stays as it is and no
 //! extra system call is made.
 //!
