@@ -36,7 +36,7 @@
 //!   responder, over IPv4 broadcast and IPv6 multicast (seed 004 tasks 6, 7).
 //! - [`ping`]: round-trip times to any UDP (or TCP) echo server, with
 //!   late, duplicate and reordered replies told apart (seed 002).
-//! - [`file`]: `file send` / `file receive`: files and directories over
+//! - [`file`](mod@file): `file send` / `file receive`: files and directories over
 //!   TCP, BLAKE3-verified, resumable and written atomically (seed 002).
 //!
 //! And what they share:
