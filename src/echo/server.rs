@@ -52,20 +52,33 @@ pub struct Sockets {
 /// Binds the sides asked for on `addr` (with port 0, both sides get the
 /// same free port).
 pub fn bind(addr: SocketAddr, sides: Sides) -> Result<Sockets> {
-    let (tcp, udp) = match sides {
-        Sides::Udp => (None, Some(net::bind_udp(addr)?)),
-        Sides::Tcp => (Some(net::bind_tcp(addr)?), None),
+    let sockets = match sides {
+        Sides::Udp => {
+            let udp = net::bind_udp(addr)?;
+            Sockets {
+                local: net::local_udp(&udp)?,
+                tcp: None,
+                udp: Some(udp),
+            }
+        }
+        Sides::Tcp => {
+            let tcp = net::bind_tcp(addr)?;
+            Sockets {
+                local: net::local_addr(&tcp)?,
+                tcp: Some(tcp),
+                udp: None,
+            }
+        }
         Sides::Both => {
             let (tcp, udp) = net::bind_pair(addr)?;
-            (Some(tcp), Some(udp))
+            Sockets {
+                local: net::local_addr(&tcp)?,
+                tcp: Some(tcp),
+                udp: Some(udp),
+            }
         }
     };
-    let local = match (&tcp, &udp) {
-        (Some(t), _) => net::local_addr(t)?,
-        (None, Some(u)) => net::local_udp(u)?,
-        (None, None) => unreachable!("every Sides value opens a socket"),
-    };
-    Ok(Sockets { tcp, udp, local })
+    Ok(sockets)
 }
 
 /// What the echo server serves on: the TCP side through the shared
