@@ -26,7 +26,10 @@
 //! - [`service`]: what every TCP server shares (connection cap, accept
 //!   with backoff, a task per connection, shutdown with a grace period).
 //! - [`messages`]: where clients' messages come from (arguments or stdin).
-//! - [`gro`]: UDP receive offload, for the echo server and the benches.
+//! - [`sys`]: every system call std and tokio do not wrap (recvmmsg and
+//!   sendmmsg with GSO/GRO, socket addresses, sendfile, sync_file_range,
+//!   poll), behind safe functions for the echo server, the file transfer
+//!   and the benches. The crate's only `unsafe` code is there.
 //! - [`text`]: making untrusted bytes safe to print on a terminal.
 //! - [`error`]: the typed error all of the above return; `main` prints it.
 //! - [`ping`]: round-trip times to any UDP (or TCP) echo server, with
@@ -36,10 +39,12 @@
 //! [`run`], and a module with `protocol`/`server`/`client` (lan names its
 //! files after its commands instead).
 
+#![deny(unsafe_code)]
+
 pub mod chat;
 pub mod echo;
 pub mod error;
-pub mod gro;
+pub mod file;
 pub mod json;
 pub mod lan;
 pub mod messages;
@@ -47,8 +52,9 @@ pub mod net;
 pub mod ping;
 pub mod service;
 pub mod shutdown;
+#[allow(unsafe_code)]
+pub mod sys;
 pub mod text;
-pub mod file;
 pub mod transport;
 
 pub use error::{Error, Result};
