@@ -47,18 +47,22 @@
 //!   backoff, a task per connection, shutdown with a grace period).
 //! - [`context`]: the shutdown token and output sink every entry point gets.
 //! - [`net`]: binding, resolving, connecting, interfaces.
-//! - [`gro`]: UDP receive offload, for the echo server and the benches.
+//! - [`sys`]: every system call std and tokio do not wrap (recvmmsg and
+//!   sendmmsg with GSO/GRO, socket addresses, sendfile, sync_file_range,
+//!   poll), behind safe functions for the echo server, the file transfer
+//!   and the benches. The crate's only `unsafe` code is there.
 //! - [`messages`]: where clients' messages come from (arguments or stdin).
 //! - `text`: making untrusted bytes safe to print on a terminal.
 //! - [`error`]: the typed error all of the above return, and the one
 //!   writer of `sockit: error:` lines; `main` prints it.
+
+#![deny(unsafe_code)]
 
 pub mod chat;
 pub mod context;
 pub mod echo;
 pub mod error;
 pub mod file;
-pub mod gro;
 pub mod json;
 pub mod lan;
 pub mod messages;
@@ -66,6 +70,8 @@ pub mod net;
 pub mod ping;
 pub mod service;
 pub mod shutdown;
+#[allow(unsafe_code)]
+pub mod sys;
 pub(crate) mod text;
 pub mod transport;
 

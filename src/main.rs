@@ -3,6 +3,8 @@
 //! ([`commands`]) belong to the binary; everything they call is the
 //! `sockit` library.
 
+#![deny(unsafe_code)]
+
 mod cli;
 mod commands;
 

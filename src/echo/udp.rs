@@ -51,10 +51,14 @@
 //! same for every datagram, so FIFO order is due-time order); when that
 //! queue is full a datagram is dropped, which is what UDP may do anyway,
 //! and counted.
+//!
+//! The system calls themselves (and their `unsafe`) are in
+//! [`crate::sys::udp`]; this module decides what to receive, answer and
+//! send, and in what order.
 
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -67,7 +71,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::server::Config;
 use crate::error::{Error, Result};
-use crate::gro::{CONTROL_WORDS, enable_gro, gro_segment};
+use crate::sys::udp::{Mmsg, RecvMeta, Wait, enable_gro};
+use crate::sys::{self, Ready};
 
 /// Bytes per receive buffer: more than any UDP payload (65,507 bytes over
 /// IPv4, 65,527 over IPv6) and than any GRO-coalesced buffer (one IP
@@ -196,7 +201,6 @@ fn udp_loop(
 ) {
     let fd = socket.as_fd();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut batch = Batch::new();
     let mut gso = true;
     let gro = match enable_gro(fd) {
         Ok(()) => true,
@@ -207,12 +211,14 @@ fn udp_loop(
             false
         }
     };
+    let mut batch = Batch::new(gro);
+    let mut tx = Mmsg::new(SEND_BATCH);
     while !shutdown.is_cancelled() {
-        let received = match batch.receive(fd, gro, blocking) {
+        let received = match batch.receive(fd, blocking) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if !blocking {
-                    wait_for(fd, libc::POLLIN);
+                    wait_for(fd, Ready::Read);
                 }
                 continue;
             }
@@ -228,7 +234,7 @@ fn udp_loop(
         batch.answer.clear();
         batch.origin.clear();
         for slot in 0..received {
-            stats.truncated += u64::from(batch.cut[slot]);
+            stats.truncated += u64::from(batch.meta[slot].truncated);
             // One buffer holds one datagram, or with GRO several, each
             // handled exactly as if it had come alone.
             for range in batch.datagrams(slot) {
@@ -257,18 +263,20 @@ fn udp_loop(
                 }
             }
         }
-        send_answers(fd, &batch, &mut gso, shutdown, stats);
+        send_answers(fd, &batch, &mut tx, &mut gso, shutdown, stats);
     }
 }
 
-/// Sends the replies of `batch.answer`, a `sendmmsg` per run of them. A
-/// reply that cannot be sent is counted and skipped; a full send buffer is
-/// waited out (poll for writability, no spinning) unless we are shutting
-/// down, when what is left is counted as failed. If a GSO message is
-/// refused, `gso` is turned off for good and its replies go out one by one.
+/// Sends the replies of `batch.answer`, a `sendmmsg` per run of them (its
+/// headers built in `tx`). A reply that cannot be sent is counted and
+/// skipped; a full send buffer is waited out (poll for writability, no
+/// spinning) unless we are shutting down, when what is left is counted as
+/// failed. If a GSO message is refused, `gso` is turned off for good and
+/// its replies go out one by one.
 fn send_answers(
     fd: BorrowedFd<'_>,
     batch: &Batch,
+    tx: &mut Mmsg,
     gso: &mut bool,
     shutdown: &CancellationToken,
     stats: &mut UdpStats,
@@ -276,7 +284,7 @@ fn send_answers(
     let mut done = 0;
     while done < batch.answer.len() {
         let rest = &batch.answer[done..];
-        match batch.send(fd, rest, *gso) {
+        match batch.send(fd, tx, rest, *gso) {
             Ok(sent) => {
                 // The kernel stops at the first message it cannot send and
                 // reports why on the next call, which starts with it.
@@ -288,7 +296,7 @@ fn send_answers(
                     stats.failed += rest.len() as u64;
                     return;
                 }
-                wait_for(fd, libc::POLLOUT);
+                wait_for(fd, Ready::Write);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if batch.group_len(rest, *gso) > 1 => {
@@ -309,45 +317,32 @@ fn send_answers(
     }
 }
 
-/// Blocks until `fd` is ready for `events` (POLLIN / POLLOUT), an error is
-/// pending on it, or [`SHUTDOWN_POLL`] has passed, whichever is first.
-fn wait_for(fd: BorrowedFd<'_>, events: libc::c_short) {
-    let mut pollfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events,
-        revents: 0,
-    };
-    let timeout = SHUTDOWN_POLL.as_millis() as libc::c_int;
-    // SAFETY: `pollfd` is one valid, initialised pollfd living across the
-    // call, and we pass a count of 1. The kernel writes only its revents.
+/// Blocks until `fd` is ready as asked, an error is pending on it, or
+/// [`SHUTDOWN_POLL`] has passed, whichever is first (poll(2)).
+fn wait_for(fd: BorrowedFd<'_>, ready: Ready) {
     // The result does not matter: the caller simply tries again (an error
     // or EINTR just means an earlier retry).
-    let _ = unsafe { libc::poll(&mut pollfd, 1, timeout) };
+    let _ = sys::wait(fd, ready, SHUTDOWN_POLL);
 }
 
 /// The buffers of one batch, allocated once and reused: the received
-/// buffers with their senders (each one datagram, or with GRO several), the
-/// replies (one per datagram answered), and which replies go out now. The
-/// `mmsghdr`/`iovec` arrays the system calls need are built on the stack
-/// for each call, pointing into these buffers only for that call, so this
-/// struct holds no pointers (and is `Send`).
+/// buffers with what the kernel said of each (length, sender, GRO segment
+/// size), the replies (one per datagram answered), and which replies go
+/// out now. The headers the system calls need live in [`Mmsg`] scratch
+/// (`rx` here, the loop's `tx` for sending), which points into these
+/// buffers only for the duration of a call.
 struct Batch {
     /// [`BATCH`] receive buffers of [`RECV_BUFFER`] bytes, back to back.
     /// Allocated zeroed, so only the pages datagrams reach are ever mapped.
     data: Box<[u8]>,
-    /// Bytes received into each buffer.
-    len: [usize; BATCH],
-    /// GRO segment size of each buffer: 0 if it holds one datagram,
-    /// otherwise its datagrams are this long (the last perhaps shorter).
-    segment: [usize; BATCH],
-    /// Whether the kernel reported the receive cut short.
-    cut: [bool; BATCH],
-    /// Control data (UDP_GRO) of each receive.
-    control: Box<[[u64; CONTROL_WORDS]]>,
-    /// Sender of each, as the kernel wrote it (replies go back to exactly
-    /// that address: v4-mapped, flow info and scope included).
-    from: Box<[libc::sockaddr_storage]>,
-    from_len: [libc::socklen_t; BATCH],
+    /// What each receive buffer got: its length, its GRO segment size (0 if
+    /// it holds one datagram, otherwise its datagrams are this long, the
+    /// last perhaps shorter), whether the kernel reported it cut short, and
+    /// its sender as the kernel wrote it (replies go back to exactly that
+    /// address: v4-mapped, flow info and scope included).
+    meta: Box<[RecvMeta]>,
+    /// Scratch headers for the receives (with GRO control buffers if on).
+    rx: Mmsg,
     /// The reply to each datagram answered in this batch, in arrival order
     /// (grown as needed; capacity kept between batches) ...
     replies: Vec<Vec<u8>>,
@@ -358,35 +353,23 @@ struct Batch {
 }
 
 impl Batch {
-    fn new() -> Self {
-        // SAFETY: sockaddr_storage is a C struct of integers, for which all
-        // zero bytes are a valid value (family AF_UNSPEC).
-        let empty: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    /// Buffers for a batch, reading UDP_GRO segment sizes if `gro`.
+    fn new(gro: bool) -> Self {
+        let mut rx = Mmsg::new(BATCH);
+        rx.set_gro(gro);
         Batch {
             data: vec![0u8; BATCH * RECV_BUFFER].into_boxed_slice(),
-            len: [0; BATCH],
-            segment: [0; BATCH],
-            cut: [false; BATCH],
-            control: vec![[0u64; CONTROL_WORDS]; BATCH].into_boxed_slice(),
-            from: vec![empty; BATCH].into_boxed_slice(),
-            from_len: [0; BATCH],
+            meta: vec![RecvMeta::default(); BATCH].into_boxed_slice(),
+            rx,
             replies: (0..BATCH).map(|_| Vec::new()).collect(),
             origin: Vec::with_capacity(BATCH),
             answer: Vec::with_capacity(BATCH),
         }
     }
 
-    /// Where in buffer `slot` each of its datagrams lies, in order: the
-    /// whole of it, or with GRO its `segment`-byte pieces (the last perhaps
-    /// shorter).
+    /// Where in buffer `slot` each of its datagrams lies, in order.
     fn datagrams(&self, slot: usize) -> impl Iterator<Item = std::ops::Range<usize>> + use<> {
-        let (len, segment) = (self.len[slot], self.segment[slot]);
-        let (count, step) = if segment == 0 || len <= segment {
-            (1, len)
-        } else {
-            (len.div_ceil(segment), segment)
-        };
-        (0..count).map(move |k| k * step..len.min((k + 1) * step))
+        self.meta[slot].datagrams()
     }
 
     /// Datagram `range` of buffer `slot`, and a buffer for its reply, the
@@ -402,115 +385,38 @@ impl Batch {
         if r == self.replies.len() {
             self.replies.push(Vec::new());
         }
-        let input = &self.data[slot * RECV_BUFFER..][..self.len[slot]][range];
+        let input = &self.data[slot * RECV_BUFFER..][..self.meta[slot].len][range];
         (input, &mut self.replies[r])
     }
 
-    /// The sender of datagram `i`, if it is an IPv4 or IPv6 address (on a
+    /// The sender of buffer `i`, if it is an IPv4 or IPv6 address (on a
     /// UDP socket it always is).
     fn peer(&self, i: usize) -> Option<SocketAddr> {
-        let storage = &self.from[i];
-        let len = self.from_len[i] as usize;
-        match i32::from(storage.ss_family) {
-            libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
-                // SAFETY: the family says the kernel wrote a sockaddr_in, the
-                // length says all of it, and a sockaddr_storage is large and
-                // aligned enough for any sockaddr type.
-                let sin: libc::sockaddr_in =
-                    unsafe { std::ptr::read((storage as *const libc::sockaddr_storage).cast()) };
-                Some(SocketAddr::V4(SocketAddrV4::new(
-                    u32::from_be(sin.sin_addr.s_addr).into(),
-                    u16::from_be(sin.sin_port),
-                )))
-            }
-            libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
-                // SAFETY: as above, for a sockaddr_in6.
-                let sin6: libc::sockaddr_in6 =
-                    unsafe { std::ptr::read((storage as *const libc::sockaddr_storage).cast()) };
-                Some(SocketAddr::V6(SocketAddrV6::new(
-                    sin6.sin6_addr.s6_addr.into(),
-                    u16::from_be(sin6.sin6_port),
-                    u32::from_be(sin6.sin6_flowinfo),
-                    sin6.sin6_scope_id,
-                )))
-            }
-            _ => None,
-        }
+        self.meta[i].from.to_socket_addr()
     }
 
-    /// The sender of datagram `i` for log lines.
+    /// The sender of buffer `i` for log lines.
     fn peer_name(&self, i: usize) -> String {
         self.peer(i)
             .map_or_else(|| "an unknown address".to_owned(), |peer| peer.to_string())
     }
 
-    /// Takes up to [`BATCH`] queued buffers (datagrams, or with `gro` also
+    /// Takes up to [`BATCH`] queued buffers (datagrams, or with GRO also
     /// coalesced runs of them) with one `recvmmsg`; returns how many (at
     /// least one) or the error, WouldBlock when none is queued. With `wait`
     /// (on a blocking socket) it first waits for one, up to the socket's
-    /// receive timeout, then takes only what is queued (MSG_WAITFORONE).
-    fn receive(&mut self, fd: BorrowedFd<'_>, gro: bool, wait: bool) -> io::Result<usize> {
-        // SAFETY: all-zero is a valid iovec and mmsghdr (null pointers,
-        // zero lengths); every field the kernel reads is set below.
-        let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for (iov, buf) in iovs.iter_mut().zip(self.data.chunks_exact_mut(RECV_BUFFER)) {
-            iov.iov_base = buf.as_mut_ptr().cast();
-            iov.iov_len = buf.len();
-        }
-        let from = self.from.as_mut_ptr();
-        let control = self.control.as_mut_ptr();
-        for (i, (hdr, iov)) in hdrs.iter_mut().zip(iovs.iter_mut()).enumerate() {
-            hdr.msg_hdr.msg_name = from.wrapping_add(i).cast();
-            hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-            if gro {
-                hdr.msg_hdr.msg_control = control.wrapping_add(i).cast();
-                hdr.msg_hdr.msg_controllen = (CONTROL_WORDS * 8) as _;
-            }
-        }
-        // SAFETY: each of the BATCH headers points at its own iovec, which
-        // covers exactly one RECV_BUFFER-byte slice of `self.data`, at its
-        // own whole sockaddr_storage in `self.from`, whose size is the name
-        // length given, and (with `gro`) at its own CONTROL_WORDS-word array
-        // in `self.control`, whose byte size is the control length given;
-        // all of it is borrowed mutably for this call (the raw pointers were
-        // taken from those borrows and are not used after the call). The
-        // kernel writes at most those lengths and msg_len/msg_namelen/
-        // msg_controllen/msg_flags. No timeout is passed.
-        let got = unsafe {
-            libc::recvmmsg(
-                fd.as_raw_fd(),
-                hdrs.as_mut_ptr(),
-                BATCH as _,
-                if wait {
-                    libc::MSG_WAITFORONE
-                } else {
-                    libc::MSG_DONTWAIT
-                } as _,
-                std::ptr::null_mut(),
-            )
-        };
-        if got < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let got = (got as usize).min(BATCH);
-        for (i, hdr) in hdrs.iter().take(got).enumerate() {
-            let flags = hdr.msg_hdr.msg_flags;
-            // Nothing fits RECV_BUFFER badly enough to be cut, but should the
-            // kernel say so, what arrived is kept (as recv_from would) and
-            // the cut is counted.
-            self.len[i] = (hdr.msg_len as usize).min(RECV_BUFFER);
-            self.from_len[i] = hdr.msg_hdr.msg_namelen;
-            self.segment[i] = if gro {
-                gro_segment(&self.control[i], hdr.msg_hdr.msg_controllen as _).unwrap_or(0)
-            } else {
-                0
-            };
-            self.cut[i] = flags & libc::MSG_TRUNC != 0 || (gro && flags & libc::MSG_CTRUNC != 0);
-        }
-        Ok(got)
+    /// receive timeout, then takes only what is queued (MSG_WAITFORONE);
+    /// without, it never waits (MSG_DONTWAIT). Nothing fits RECV_BUFFER
+    /// badly enough to be cut, but should the kernel say so, what arrived is
+    /// kept (as recv_from would) and the cut is marked.
+    fn receive(&mut self, fd: BorrowedFd<'_>, wait: bool) -> io::Result<usize> {
+        let wait = if wait { Wait::Socket } else { Wait::Never };
+        self.rx.recv(
+            fd,
+            self.data.chunks_exact_mut(RECV_BUFFER),
+            &mut self.meta,
+            wait,
+        )
     }
 
     /// How many of the replies `slots` starts with (indices into
@@ -540,99 +446,38 @@ impl Batch {
     }
 
     /// Sends the replies in `slots` (up to [`SEND_BATCH`]) back to
-    /// their senders with one non-blocking `sendmmsg`, a message per
+    /// their senders with one non-blocking `sendmmsg` (headers built in
+    /// `tx`, which holds [`SEND_BATCH`] of them), a message per
     /// [`group_len`](Self::group_len) run (a run of several is one UDP_SEGMENT
     /// message the kernel cuts into separate datagrams). Returns how many
     /// replies went out: all, or those before the first message that
     /// failed. An error means the first message failed.
-    fn send(&self, fd: BorrowedFd<'_>, slots: &[usize], gso: bool) -> io::Result<usize> {
+    fn send(
+        &self,
+        fd: BorrowedFd<'_>,
+        tx: &mut Mmsg,
+        slots: &[usize],
+        gso: bool,
+    ) -> io::Result<usize> {
         let slots = &slots[..slots.len().min(SEND_BATCH)];
-        // SAFETY: all-zero is a valid iovec, mmsghdr and GsoCmsg (null
-        // pointers, zero lengths and levels); every field the kernel reads
-        // is set below.
-        let mut iovs: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
-        let mut hdrs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
-        let mut cmsgs: [GsoCmsg; SEND_BATCH] = unsafe { std::mem::zeroed() };
-        for (iov, &slot) in iovs.iter_mut().zip(slots) {
-            let reply = &self.replies[slot];
-            iov.iov_base = reply.as_ptr().cast_mut().cast();
-            iov.iov_len = reply.len();
-        }
-        // Message m covers slots[first[m]..][..len[m]].
-        let (mut first, mut len) = ([0usize; SEND_BATCH], [0usize; SEND_BATCH]);
-        let (mut messages, mut at) = (0, 0);
+        let mut out = tx.batch();
+        let mut at = 0;
         while at < slots.len() {
-            let n = self.group_len(&slots[at..], gso);
-            (first[messages], len[messages]) = (at, n);
-            if n > 1 {
-                cmsgs[messages].set(self.replies[slots[at]].len());
+            let run = &slots[at..][..self.group_len(&slots[at..], gso)];
+            // Each reply goes back to the exact address its datagram came
+            // from; group_len only groups replies of at most GSO_MAX_SEGMENT
+            // bytes, all to that one address.
+            let to = &self.meta[self.origin[run[0]]].from;
+            let segment =
+                (run.len() > 1).then(|| self.replies[run[0]].len().min(GSO_MAX_SEGMENT) as u16);
+            let replies = run.iter().map(|&r| self.replies[r].as_slice());
+            // SEND_BATCH replies always fit: no run is left out.
+            if !out.push(Some(to), replies, segment) {
+                break;
             }
-            messages += 1;
-            at += n;
+            at += run.len();
         }
-        if messages == 0 {
-            return Ok(0);
-        }
-        // Raw pointers are taken only now, after the last use of the arrays
-        // through references.
-        let (iov, cmsg) = (iovs.as_mut_ptr(), cmsgs.as_mut_ptr());
-        for (m, hdr) in hdrs.iter_mut().take(messages).enumerate() {
-            let slot = self.origin[slots[first[m]]];
-            hdr.msg_hdr.msg_name = (&self.from[slot] as *const libc::sockaddr_storage)
-                .cast_mut()
-                .cast();
-            hdr.msg_hdr.msg_namelen = self.from_len[slot];
-            hdr.msg_hdr.msg_iov = iov.wrapping_add(first[m]);
-            hdr.msg_hdr.msg_iovlen = len[m] as _;
-            if len[m] > 1 {
-                hdr.msg_hdr.msg_control = cmsg.wrapping_add(m).cast();
-                hdr.msg_hdr.msg_controllen = std::mem::size_of::<GsoCmsg>() as _;
-            }
-        }
-        // SAFETY: each of the first `messages` headers points at `len[m]`
-        // consecutive iovecs of `iovs` (within its SEND_BATCH entries), each
-        // covering one reply in `self.replies`; at the sender's address in
-        // `self.from` with the length the kernel gave it; and at no control
-        // data or at one whole GsoCmsg in `cmsgs`, a valid cmsghdr with its
-        // data. All of it lives and is borrowed across this call, and no
-        // pointer is used after it. For sending the kernel only reads those
-        // (the `*mut` casts are for the C types) and writes msg_len.
-        let sent = unsafe {
-            libc::sendmmsg(
-                fd.as_raw_fd(),
-                hdrs.as_mut_ptr(),
-                messages as _,
-                libc::MSG_DONTWAIT as _,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(len[..(sent as usize).min(messages)].iter().sum())
-    }
-}
-
-/// The control message that asks for UDP generic segmentation offload
-/// (`UDP_SEGMENT`): the message's payload is cut into datagrams of
-/// `segment` bytes. Laid out as the C macros want it: the data follows the
-/// header directly (CMSG_ALIGN(sizeof(struct cmsghdr)) is the header's
-/// size on Linux), and the size of the whole is CMSG_SPACE(2).
-#[repr(C)]
-struct GsoCmsg {
-    hdr: libc::cmsghdr,
-    segment: u16,
-}
-
-impl GsoCmsg {
-    /// Makes this (all-zero) control message ask for `segment`-byte
-    /// datagrams. Only fields are written, so the padding stays zero.
-    fn set(&mut self, segment: usize) {
-        self.hdr.cmsg_len =
-            (std::mem::size_of::<libc::cmsghdr>() + std::mem::size_of::<u16>()) as _;
-        self.hdr.cmsg_level = libc::SOL_UDP;
-        self.hdr.cmsg_type = libc::UDP_SEGMENT;
-        // group_len only groups replies of at most GSO_MAX_SEGMENT bytes.
-        self.segment = segment.min(GSO_MAX_SEGMENT) as u16;
+        out.send(fd, Wait::Never)
     }
 }
 
@@ -656,7 +501,8 @@ async fn send_delayed(
 mod tests {
     use super::*;
     use crate::echo::protocol::Reply;
-    use std::net::UdpSocket as StdUdpSocket;
+    use crate::sys::udp::RawAddr;
+    use std::net::{SocketAddrV4, UdpSocket as StdUdpSocket};
     use tokio::task::JoinHandle;
 
     const WAIT: Duration = Duration::from_secs(2);
@@ -850,23 +696,7 @@ mod tests {
 
     /// Sets slot `i` of `batch` to answer `reply` to `peer`.
     fn set_slot(batch: &mut Batch, i: usize, peer: SocketAddrV4, reply: &[u8]) {
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: peer.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*peer.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        // SAFETY: a sockaddr_storage is large and aligned enough to hold a
-        // sockaddr_in at its start.
-        unsafe {
-            std::ptr::write(
-                (&mut batch.from[i] as *mut libc::sockaddr_storage).cast(),
-                sin,
-            )
-        };
-        batch.from_len[i] = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        batch.meta[i].from = RawAddr::from(SocketAddr::V4(peer));
         batch.replies[i] = reply.to_vec();
         assert_eq!(batch.origin.len(), i, "slots are set in order");
         batch.origin.push(i);
@@ -884,7 +714,7 @@ mod tests {
         // Port 0 cannot be sent to (EINVAL): a GSO message to it fails, and
         // so does each datagram after the fallback.
         let bad_addr = SocketAddrV4::new([127, 0, 0, 1].into(), 0);
-        let mut batch = Batch::new();
+        let mut batch = Batch::new(false);
         set_slot(&mut batch, 0, good_addr, b"first");
         set_slot(&mut batch, 1, bad_addr, b"lost!");
         set_slot(&mut batch, 2, bad_addr, b"lost!");
@@ -892,7 +722,15 @@ mod tests {
         let mut gso = true;
         let mut stats = UdpStats::default();
         let shutdown = CancellationToken::new();
-        send_answers(server.as_fd(), &batch, &mut gso, &shutdown, &mut stats);
+        let mut tx = Mmsg::new(SEND_BATCH);
+        send_answers(
+            server.as_fd(),
+            &batch,
+            &mut tx,
+            &mut gso,
+            &shutdown,
+            &mut stats,
+        );
         assert!(!gso);
         assert_eq!(
             stats,
@@ -906,54 +744,22 @@ mod tests {
         assert_eq!(recv(&good), b"last!");
     }
 
-    #[test]
-    fn gso_control_message_has_the_c_layout() {
-        // SAFETY: CMSG_LEN and CMSG_SPACE only compute sizes, and all-zero
-        // is a valid GsoCmsg.
-        let (len, space, mut cmsg) = unsafe {
-            (
-                libc::CMSG_LEN(2),
-                libc::CMSG_SPACE(2),
-                std::mem::zeroed::<GsoCmsg>(),
-            )
-        };
-        cmsg.set(64);
-        assert_eq!(cmsg.hdr.cmsg_len as u64, u64::from(len));
-        assert_eq!(cmsg.segment, 64);
-        assert_eq!(std::mem::size_of::<GsoCmsg>(), space as usize);
-    }
-
     /// Sends `datagrams` from the connected `socket` as ONE UDP_SEGMENT
     /// (GSO) message of `segment`-byte datagrams: all but the last must be
     /// exactly that long, the last at most.
     fn send_gso(socket: &StdUdpSocket, datagrams: &[Vec<u8>], segment: usize) {
-        let payload: Vec<u8> = datagrams.concat();
-        // SAFETY: all-zero is a valid GsoCmsg and msghdr.
-        let (mut cmsg, mut msg) = unsafe {
-            (
-                std::mem::zeroed::<GsoCmsg>(),
-                std::mem::zeroed::<libc::msghdr>(),
+        let mut tx = Mmsg::new(datagrams.len());
+        let bufs = datagrams.iter().map(Vec::as_slice);
+        let sent = tx
+            .send_msg(
+                socket.as_fd(),
+                None,
+                bufs,
+                Some(segment as u16),
+                Wait::Socket,
             )
-        };
-        cmsg.set(segment);
-        let mut iov = libc::iovec {
-            iov_base: payload.as_ptr().cast_mut().cast(),
-            iov_len: payload.len(),
-        };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = (&mut cmsg as *mut GsoCmsg).cast();
-        msg.msg_controllen = std::mem::size_of::<GsoCmsg>() as _;
-        // SAFETY: msg points at one iovec covering `payload` and at one
-        // whole, valid GsoCmsg, all alive across the call; no name (the
-        // socket is connected). The kernel only reads them.
-        let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, 0) };
-        assert_eq!(
-            sent,
-            payload.len() as isize,
-            "{}",
-            io::Error::last_os_error()
-        );
+            .unwrap();
+        assert_eq!(sent, datagrams.len());
     }
 
     /// `count` datagrams numbered from `first`, each `segment` bytes but the
@@ -984,14 +790,14 @@ mod tests {
         client.connect(server.local_addr().unwrap()).unwrap();
         let sent = burst(0, 11, 40, 17);
         send_gso(&client, &sent, 40);
-        let mut batch = Batch::new();
+        let mut batch = Batch::new(true);
         let started = std::time::Instant::now();
         let got = loop {
-            match batch.receive(server.as_fd(), true, false) {
+            match batch.receive(server.as_fd(), false) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     assert!(started.elapsed() < WAIT, "nothing arrived");
-                    wait_for(server.as_fd(), libc::POLLIN);
+                    wait_for(server.as_fd(), Ready::Read);
                 }
                 Err(e) => panic!("{e}"),
             }
@@ -999,7 +805,11 @@ mod tests {
         // Coalesced: one buffer, its segment size, nothing cut.
         assert_eq!(got, 1);
         assert_eq!(
-            (batch.len[0], batch.segment[0], batch.cut[0]),
+            (
+                batch.meta[0].len,
+                batch.meta[0].segment,
+                batch.meta[0].truncated
+            ),
             (417, 40, false)
         );
         let ranges: Vec<_> = batch.datagrams(0).collect();

@@ -21,7 +21,7 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -36,6 +36,7 @@ use super::protocol::{
 use crate::context::Context;
 use crate::error::{Error, Result, cause};
 use crate::service::{self, Listen, OnShutdown};
+use crate::sys;
 use crate::transport::Stream;
 
 /// A sender silent for this long mid-session is dropped, so a stalled or
@@ -774,10 +775,7 @@ fn install(config: &Config, target: &Target, file: File, mode: u32) -> Result<()
 /// transfer and the fsync at the end waits only for the last few MiB.
 /// Purely a hint: errors are ignored (the final fsync reports them).
 fn start_writeback(file: &File) {
-    // SAFETY: sync_file_range takes a descriptor and plain integers; the
-    // descriptor is open for the whole call (borrowed from `file`), and no
-    // memory of ours is read or written.
-    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    let _ = sys::file::start_writeback(file.as_fd());
 }
 
 /// How a file's data stream ended.

@@ -17,7 +17,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufReader, IsTerminal, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc;
@@ -29,6 +29,7 @@ use serde_json::json;
 use super::protocol::{self, Data, DecodeError, Digest, Entry, Hello, MAX_PATH, Reply};
 use crate::error::{Error, Result, cause};
 use crate::net;
+use crate::sys;
 
 /// Bytes per data chunk: large enough that per-chunk costs vanish, small
 /// enough that an early verdict stops the data quickly.
@@ -715,21 +716,19 @@ impl Copier {
     ) -> Result<(), CopyError> {
         let mut done = 0usize;
         while done < len && self.fallback.is_none() {
-            let mut off = (pos + done as u64) as libc::off_t;
-            // SAFETY: both descriptors are open for the whole call (borrowed
-            // from live `File`/`TcpStream` values); `off` is a valid local
-            // the kernel updates; no memory of ours is read or written
-            // otherwise.
-            let n =
-                unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut off, len - done) };
-            if n > 0 {
-                done += n as usize;
-                continue;
-            }
-            if n == 0 {
-                return pad(sock, len - done, "the file shrank while it was sent");
-            }
-            let e = io::Error::last_os_error();
+            let e = match sys::file::sendfile(
+                sock.as_fd(),
+                file.as_fd(),
+                pos + done as u64,
+                len - done,
+            ) {
+                Ok(0) => return pad(sock, len - done, "the file shrank while it was sent"),
+                Ok(n) => {
+                    done += n;
+                    continue;
+                }
+                Err(e) => e,
+            };
             match e.raw_os_error() {
                 Some(libc::EINTR) => continue,
                 Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) if done == 0 => {

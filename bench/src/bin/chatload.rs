@@ -52,7 +52,6 @@
 
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -62,6 +61,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use memchr::memmem::Finder;
+use nix::sys::resource::{UsageWho, getrusage};
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::time::TimeVal;
+use nix::unistd::{SysconfVar, sysconf};
+use rlimit::Resource;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpSocket;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -595,48 +599,34 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
             .ok_or_else(|| anyhow!("{path}: field {n} is missing or not a number"))
     };
     let ticks = field(14)? + field(15)?;
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz <= 0 {
-        bail!("sysconf(_SC_CLK_TCK) failed");
-    }
+    let hz = match sysconf(SysconfVar::CLK_TCK) {
+        Ok(Some(hz)) if hz > 0 => hz,
+        _ => bail!("sysconf(_SC_CLK_TCK) failed"),
+    };
     Ok(ticks as f64 / hz as f64)
 }
 
 /// This process's user + system CPU time, in seconds.
 fn own_cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the zeroed struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a rusage struct.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+    let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) else {
         return 0.0;
-    }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    };
+    let tv = |t: TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    tv(usage.user_time()) + tv(usage.system_time())
 }
 
 /// Raises the soft limit on open files to the hard one; fails if that is
 /// still too low for `needed` descriptors.
 fn raise_nofile(needed: u64) -> Result<()> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a valid pointer to an rlimit struct.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+    let (mut soft, hard) =
+        rlimit::getrlimit(Resource::NOFILE).context("getrlimit(RLIMIT_NOFILE)")?;
+    if soft < hard {
+        rlimit::setrlimit(Resource::NOFILE, hard, hard).context("setrlimit(RLIMIT_NOFILE)")?;
+        soft = hard;
     }
-    if lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
-        // SAFETY: a valid pointer to an rlimit struct.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");
-        }
-    }
-    if lim.rlim_cur < needed {
+    if soft < needed {
         bail!(
-            "{needed} file descriptors are needed but RLIMIT_NOFILE allows {} (raise the hard limit)",
-            lim.rlim_cur
+            "{needed} file descriptors are needed but RLIMIT_NOFILE allows {soft} (raise the hard limit)"
         );
     }
     Ok(())
@@ -652,19 +642,10 @@ async fn connect_one(addr: SocketAddr, i: usize) -> std::io::Result<tokio::net::
     // RST on close: no TIME_WAIT left behind by our sockets.
     socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO))?;
     if addr.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST) {
-        let on: libc::c_int = 1;
-        // SAFETY: a pointer to a live c_int and its exact size. Lets the
-        // kernel pick the source port at connect() time, per destination,
-        // rather than at bind() time for every destination at once.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        // Lets the kernel pick the source port at connect() time, per
+        // destination, rather than at bind() time for every destination at
+        // once. Only an optimisation: without it, bind still works.
+        let _ = setsockopt(&socket, sockopt::IpBindAddressNoPort, &true);
         let source = Ipv4Addr::new(127, 0, 0, 2 + (i % 249) as u8);
         socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use sockit_bench::{GSO_MAX_SEGMENTS, MAX_BATCH, Mmsg, Received};
+use sockit_bench::{GSO_MAX_SEGMENTS, MAX_BATCH, Mmsg, RecvMeta, Wait};
 
 /// Largest UDP payload over IPv4.
 const MAX_SIZE: usize = 65_507;
@@ -61,9 +61,7 @@ fn run(args: Args) -> Result<()> {
     let end = Instant::now() + Duration::from_secs_f64(args.duration);
     let batch = args.batch as usize;
     let mut store = vec![0u8; batch * MAX_SIZE];
-    let mut bufs: Vec<&mut [u8]> = store.chunks_exact_mut(MAX_SIZE).collect();
-    let mut meta = vec![Received::default(); batch];
-    let mut from = vec![None; batch];
+    let mut meta = vec![RecvMeta::default(); batch];
     let mut to = Vec::with_capacity(batch);
     let mut answer = Vec::with_capacity(batch);
     let mut gso = args.gso;
@@ -73,10 +71,9 @@ fn run(args: Args) -> Result<()> {
     while Instant::now() < end {
         let n = match rx.recv(
             fd,
-            &mut bufs,
+            store.chunks_exact_mut(MAX_SIZE),
             &mut meta,
-            Some(&mut from),
-            libc::MSG_WAITFORONE,
+            Wait::Socket,
         ) {
             Ok(n) => n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
@@ -85,13 +82,14 @@ fn run(args: Args) -> Result<()> {
         // Datagrams from an address we cannot name are not answered.
         answer.clear();
         to.clear();
-        for (i, peer) in from.iter().enumerate().take(n) {
-            if let Some(peer) = peer {
+        for (i, m) in meta.iter().enumerate().take(n) {
+            if let Some(peer) = m.from.to_socket_addr() {
                 answer.push(i);
-                to.push(*peer);
+                to.push(peer);
             }
         }
-        let reply = |i: usize| &bufs[i][..meta[i].len];
+        // Replies go back to the address exactly as the kernel gave it.
+        let reply = |i: usize| &store[i * MAX_SIZE..][..meta[i].len];
         let mut done = 0;
         while done < answer.len() {
             let rest = &answer[done..];
@@ -108,11 +106,12 @@ fn run(args: Args) -> Result<()> {
                 1
             };
             let result = if run > 1 {
-                let sent = tx.send_gso(
+                let sent = tx.send_msg(
                     fd,
+                    Some(&meta[rest[0]].from),
                     rest[..run].iter().map(|&i| reply(i)),
-                    len as u16,
-                    Some(to[done]),
+                    Some(len as u16),
+                    Wait::Socket,
                 );
                 if sent.is_err() {
                     gso = false; // refused: plain datagrams from now on
@@ -120,7 +119,13 @@ fn run(args: Args) -> Result<()> {
                 }
                 sent
             } else {
-                tx.send(fd, rest.iter().map(|&i| reply(i)), &to[done..], 0)
+                let mut out = tx.batch();
+                for &i in rest {
+                    if !out.push(Some(&meta[i].from), [reply(i)], None) {
+                        break; // the rest goes in the next call
+                    }
+                }
+                out.send(fd, Wait::Socket)
             };
             match result {
                 Ok(k) => {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use sockit_bench::{GSO_MAX_SEGMENTS, MAX_BATCH, Mmsg, Received, enable_gro};
+use sockit_bench::{GSO_MAX_SEGMENTS, MAX_BATCH, Mmsg, RecvMeta, Wait, enable_gro};
 
 /// Width of the sequence number at the start of each payload, in hex digits.
 const SEQ_DIGITS: usize = 16;
@@ -165,7 +165,7 @@ fn run(args: Args) -> Result<()> {
     };
     let mut replies = vec![0u8; rx_bufs * rx_size];
     let mut bufs: Vec<&mut [u8]> = replies.chunks_exact_mut(rx_size).collect();
-    let mut meta = vec![Received::default(); rx_bufs];
+    let mut meta = vec![RecvMeta::default(); rx_bufs];
     let mut rx = Mmsg::new(rx_bufs);
     rx.set_gro(args.gro);
     let mut tx = Mmsg::new(if args.gso {
@@ -198,7 +198,12 @@ fn run(args: Args) -> Result<()> {
     loop {
         // Waits (up to the read timeout) for one reply, then takes every
         // other one already queued.
-        let got = rx.recv(fd, &mut bufs, &mut meta, None, libc::MSG_WAITFORONE);
+        let got = rx.recv(
+            fd,
+            bufs.iter_mut().map(|buf| &mut **buf),
+            &mut meta,
+            Wait::Socket,
+        );
         let now = Instant::now();
         if now >= end {
             break;
@@ -341,9 +346,16 @@ fn send_pending(
         let datagrams = rest[..n].iter().map(|&i| &payloads[i * size..][..size]);
         let result = if gso && n > 1 {
             // All our datagrams have the same size: one message carries all.
-            tx.send_gso(fd, datagrams, size as u16, None)
+            tx.send_msg(fd, None, datagrams, Some(size as u16), Wait::Socket)
         } else {
-            tx.send(fd, datagrams, &[], 0)
+            // n is at most the capacity, so every datagram fits the batch.
+            let mut out = tx.batch();
+            for datagram in datagrams {
+                if !out.push(None, [datagram], None) {
+                    break;
+                }
+            }
+            out.send(fd, Wait::Socket)
         };
         match result {
             // The kernel stops at the first datagram it cannot send; the
