@@ -16,27 +16,30 @@
 //! symlink or special file is refused, never followed. (A local user who
 //! can swap a directory for a symlink in DIR between our check and our use
 //! could still race us; DIR is assumed to belong to the receiving user.)
+//!
+//! This file is the server and the order of things: sessions, and each
+//! file offer as offer -> accept -> stream -> verdict. The steps' work is
+//! in the files beside it: `paths.rs` (where an entry may go),
+//! `install.rs` (temporary files and their atomic install) and
+//! `pipeline.rs` (the data stream).
 
-use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::protocol::{
-    self, Code, Data, DecodeError, Entry, Hello, Reason, Reply, partial_name, partial_stem,
-};
+use super::install::{self, Busy, STALE_SCAN_MIN};
+use super::paths::{self, Target};
+use super::pipeline::{self, Complete, Streamed};
+use super::protocol::{self, Code, DecodeError, Digest, Entry, Hello, Reason, Reply, partial_stem};
 use crate::context::Context;
 use crate::error::{Error, Result, cause};
 use crate::service::{self, Listen, OnShutdown};
-use crate::sys;
 use crate::transport::Stream;
 
 /// A sender silent for this long mid-session is dropped, so a stalled or
@@ -44,29 +47,9 @@ use crate::transport::Stream;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// At most this many sessions at once: each holds BUFFERS x PIECE bytes
-/// of buffers (4 MiB) and three threads while a file streams.
+/// of buffers (4 MiB; see `pipeline.rs`) and three threads while a file
+/// streams.
 const MAX_SESSIONS: usize = 32;
-
-/// Buffers in flight through the receiving, hashing and writing threads.
-const BUFFERS: usize = 4;
-
-/// Size of those buffers: data moves through the pipeline in pieces this
-/// big (256 KiB pieces, which stay in a smaller cache, measured no faster).
-/// Memory per session: BUFFERS x PIECE.
-const PIECE: usize = 1 << 20;
-
-/// The writer asks the kernel to start writing back after this many bytes
-/// (see [`start_writeback`]).
-const WRITEBACK_EVERY: usize = 16 << 20;
-
-/// Temporary files are created owner-only; the sender's mode is applied
-/// just before the file gets its final name.
-const PARTIAL_MODE: u32 = 0o600;
-
-/// Stale partials of older versions of a path are looked for (a scan of
-/// DIR) only when a new partial of at least this size is started: small
-/// ones are not worth a directory scan per file.
-const STALE_SCAN_MIN: u64 = 1 << 20;
 
 /// What `file receive` was asked to do.
 #[derive(Debug, Clone)]
@@ -82,9 +65,8 @@ pub struct Config {
 /// State shared by all sessions.
 struct Shared {
     config: Config,
-    /// Temporary names in use: two senders of the same file at once would
-    /// otherwise write into one temporary file.
-    busy: Mutex<HashSet<String>>,
+    /// Temporary names in use (see [`Busy`]).
+    busy: Busy,
 }
 
 /// How a session went, for `--once`'s exit code.
@@ -118,7 +100,7 @@ pub async fn run(mut listen: Listen, config: Config, ctx: Context) -> Result<()>
     let once = config.once;
     let shared = Arc::new(Shared {
         config,
-        busy: Mutex::new(HashSet::new()),
+        busy: Busy::default(),
     });
     if !once {
         listen.max_connections = listen.max_connections.min(MAX_SESSIONS);
@@ -196,93 +178,37 @@ async fn connection(
         }
     }
 }
-
-/// One session, start to end. Errors end the connection; refusals of
-/// single entries do not.
+/// One session, start to end: the hello, then entries until the sender
+/// ends the session. Errors end the connection; refusals of single
+/// entries do not.
 fn session(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Result<Tally> {
     stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
-    let mut tally = Tally::default();
-    let mut reader = BufReader::with_capacity(64 << 10, stream.try_clone()?);
-    let mut writer = &stream;
-
-    let mut hello = [0u8; 12];
-    if let Err(e) = reader.read_exact(&mut hello) {
-        tracing::debug!("{peer}: no hello ({e})");
-        refuse_foreign(&stream);
-        return Ok(tally);
+    let mut s = Session {
+        shared,
+        tally: Tally::default(),
+        reader: BufReader::with_capacity(64 << 10, stream.try_clone()?),
+        stream: &stream,
+        peer,
+    };
+    if !s.greet()? {
+        return Ok(s.tally);
     }
-    match protocol::check_hello(&hello) {
-        Hello::Ok => {}
-        Hello::Foreign => {
-            tracing::warn!("{peer}: not a sockit sender; told it so");
-            refuse_foreign(&stream);
-            return Ok(tally);
-        }
-        Hello::Version(v) => {
-            let mut out = protocol::hello().to_vec();
-            out.extend(
-                Reply::Refused(Reason::new(
-                    Code::Protocol,
-                    format!(
-                        "protocol version {v} is not supported (this receiver speaks {})",
-                        protocol::VERSION
-                    ),
-                ))
-                .encode(),
-            );
-            writer.write_all(&out)?;
-            close_after_peer(&stream);
-            return Ok(tally);
-        }
-    }
-    writer.write_all(&protocol::hello())?;
-    tally.transfer = true;
+    s.tally.transfer = true;
 
     loop {
-        let entry = match Entry::decode(&mut reader) {
-            Ok(Some(entry)) => entry,
-            Ok(None) => {
-                tracing::warn!("{peer}: the sender left without ending the session");
-                return Ok(tally);
-            }
-            Err(DecodeError::Io(e)) => {
-                tracing::warn!("{peer}: connection lost ({})", cause(&e));
-                return Ok(tally);
-            }
-            Err(DecodeError::Bad(why)) => {
-                tracing::warn!("{peer}: protocol error ({why})");
-                let _ =
-                    writer.write_all(&Reply::Refused(Reason::new(Code::Protocol, why)).encode());
-                close_after_peer(&stream);
-                return Ok(tally);
-            }
+        let Some(entry) = s.next_entry() else {
+            return Ok(s.tally);
         };
         let outcome = match entry {
             Entry::End => {
                 // Read the sender's FIN before closing, so nothing unread
                 // makes our close a reset.
                 close_after_peer(&stream);
-                return Ok(tally);
+                return Ok(s.tally);
             }
             Entry::Dir { path, mode } => {
-                let reply = match make_dir(&shared.config, &path, mode) {
-                    Ok(shown) => {
-                        report(&format!("received {shown}/ from {peer}"));
-                        tally.ok += 1;
-                        Reply::Ok
-                    }
-                    Err(reason) => {
-                        report(&format!(
-                            "refused {}/ from {peer} ({})",
-                            crate::text::printable(&path),
-                            reason.message
-                        ));
-                        tally.failed += 1;
-                        Reply::Refused(reason)
-                    }
-                };
-                writer.write_all(&reply.encode())?;
+                s.receive_dir(&path, mode)?;
                 Step::Next
             }
             Entry::File {
@@ -297,12 +223,12 @@ fn session(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Result<T
                     size,
                     identity,
                 };
-                receive_file(shared, &offer, &mut reader, &stream, peer, &mut tally)?
+                s.receive_file(&offer)?
             }
         };
         if let Step::Stop = outcome {
             close_after_peer(&stream);
-            return Ok(tally);
+            return Ok(s.tally);
         }
     }
 }
@@ -315,11 +241,347 @@ enum Step {
 }
 
 /// A file offer from the sender.
-struct Offer {
-    path: Vec<u8>,
-    mode: u32,
-    size: u64,
-    identity: u64,
+pub(super) struct Offer {
+    pub(super) path: Vec<u8>,
+    pub(super) mode: u32,
+    pub(super) size: u64,
+    pub(super) identity: u64,
+}
+
+/// An accepted file offer whose data follows, from `start`: into `file`
+/// (positioned there), with `hasher` holding the BLAKE3 state of the bytes
+/// before it.
+struct Accepted {
+    file: File,
+    start: u64,
+    hasher: blake3::Hasher,
+}
+
+/// One session's connection and running tally: what every step of an
+/// entry reads from, answers on and counts into.
+struct Session<'a> {
+    shared: &'a Shared,
+    tally: Tally,
+    /// The reading side (a clone of `stream`), buffered for the headers.
+    reader: BufReader<TcpStream>,
+    /// The writing side: replies go straight out, unbuffered.
+    stream: &'a TcpStream,
+    peer: SocketAddr,
+}
+
+impl Session<'_> {
+    /// Reads the sender's hello and answers it. False if the session ends
+    /// here: the peer is no sender, or speaks another protocol version
+    /// (either way it was told).
+    fn greet(&mut self) -> io::Result<bool> {
+        let peer = self.peer;
+        let mut hello = [0u8; 12];
+        if let Err(e) = self.reader.read_exact(&mut hello) {
+            tracing::debug!("{peer}: no hello ({e})");
+            refuse_foreign(self.stream);
+            return Ok(false);
+        }
+        match protocol::check_hello(&hello) {
+            Hello::Ok => {}
+            Hello::Foreign => {
+                tracing::warn!("{peer}: not a sockit sender; told it so");
+                refuse_foreign(self.stream);
+                return Ok(false);
+            }
+            Hello::Version(v) => {
+                let mut out = protocol::hello().to_vec();
+                out.extend(
+                    Reply::Refused(Reason::new(
+                        Code::Protocol,
+                        format!(
+                            "protocol version {v} is not supported (this receiver speaks {})",
+                            protocol::VERSION
+                        ),
+                    ))
+                    .encode(),
+                );
+                self.write(&out)?;
+                close_after_peer(self.stream);
+                return Ok(false);
+            }
+        }
+        self.write(&protocol::hello())?;
+        Ok(true)
+    }
+
+    /// The sender's next entry; None once the session is over (the sender
+    /// left, or broke the protocol and was told so).
+    fn next_entry(&mut self) -> Option<Entry> {
+        let peer = self.peer;
+        match Entry::decode(&mut self.reader) {
+            Ok(Some(entry)) => Some(entry),
+            Ok(None) => {
+                tracing::warn!("{peer}: the sender left without ending the session");
+                None
+            }
+            Err(DecodeError::Io(e)) => {
+                tracing::warn!("{peer}: connection lost ({})", cause(&e));
+                None
+            }
+            Err(DecodeError::Bad(why)) => {
+                tracing::warn!("{peer}: protocol error ({why})");
+                let _ = self.write(&Reply::Refused(Reason::new(Code::Protocol, why)).encode());
+                close_after_peer(self.stream);
+                None
+            }
+        }
+    }
+
+    /// Handles one directory entry: created (with its parents), or refused.
+    fn receive_dir(&mut self, path: &[u8], mode: u32) -> io::Result<()> {
+        let peer = self.peer;
+        let reply = match paths::make_dir(&self.shared.config, path, mode) {
+            Ok(shown) => {
+                report(&format!("received {shown}/ from {peer}"));
+                self.tally.ok += 1;
+                Reply::Ok
+            }
+            Err(reason) => {
+                report(&format!(
+                    "refused {}/ from {peer} ({})",
+                    crate::text::printable(path),
+                    reason.message
+                ));
+                self.tally.failed += 1;
+                Reply::Refused(reason)
+            }
+        };
+        self.write(&reply.encode())
+    }
+
+    /// Handles one file offer: offer (checked, and its temporary name
+    /// claimed), accept, stream, verdict.
+    fn receive_file(&mut self, offer: &Offer) -> io::Result<Step> {
+        let shared = self.shared;
+        let target = match paths::check_offer(&shared.config, offer) {
+            Ok(t) => t,
+            Err(reason) => {
+                self.refuse(offer, reason)?;
+                return Ok(Step::Next);
+            }
+        };
+        let Some(_guard) = shared.busy.claim(&target.partial_name) else {
+            let reason = Reason::new(
+                Code::Busy,
+                "it is being received from another sender right now",
+            );
+            self.refuse(offer, reason)?;
+            return Ok(Step::Next);
+        };
+        let Accepted {
+            file,
+            start,
+            hasher,
+        } = match self.accept(offer, &target)? {
+            ControlFlow::Continue(accepted) => accepted,
+            ControlFlow::Break(step) => return Ok(step),
+        };
+        let expected = offer.size - start;
+        let streamed = pipeline::stream_data(&mut self.reader, file, hasher, expected);
+        self.verdict(offer, &target, streamed, start, expected)
+    }
+
+    /// Opens the offer's temporary file, tells the sender how much of the
+    /// file it already holds, and reads where the sender starts. `Break`
+    /// when no data follows for this offer (the sender was told why): the
+    /// session goes on as the step says.
+    fn accept(
+        &mut self,
+        offer: &Offer,
+        target: &Target,
+    ) -> io::Result<ControlFlow<Step, Accepted>> {
+        let peer = self.peer;
+        let (mut file, held, prefix) = match install::open_partial(target, offer.size) {
+            Ok(opened) => opened,
+            Err(e) => {
+                let reason = io_reason("cannot create a temporary file", &e);
+                self.refuse(offer, reason)?;
+                return Ok(ControlFlow::Break(Step::Next));
+            }
+        };
+        if held == 0 && offer.size >= STALE_SCAN_MIN {
+            let rel = String::from_utf8_lossy(&offer.path).into_owned();
+            let shared = self.shared;
+            install::remove_stale(
+                &shared.config.dir,
+                &shared.busy,
+                &partial_stem(&rel),
+                &target.partial_name,
+            );
+        }
+        let prefix_digest: Digest = *prefix.clone().finalize().as_bytes();
+        self.write(
+            &Reply::Accept {
+                offset: held,
+                prefix: prefix_digest,
+            }
+            .encode(),
+        )?;
+
+        let start = match protocol::read_start(&mut self.reader) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("{peer}: '{}': connection lost ({e})", target.shown);
+                return Ok(ControlFlow::Break(Step::Stop));
+            }
+        };
+        let hasher = if start == held {
+            prefix
+        } else if start == 0 {
+            blake3::Hasher::new()
+        } else {
+            let why = format!("start offset {start} is neither 0 nor the offered {held}");
+            self.refuse(offer, Reason::new(Code::Protocol, why))?;
+            return Ok(ControlFlow::Break(Step::Stop));
+        };
+        if let Err(e) = install::seek_partial(&mut file, held, start) {
+            // The data is already on its way: refuse and end the session
+            // rather than read it all only to discard it.
+            let reason = io_reason("cannot prepare the temporary file", &e);
+            self.refuse(offer, reason)?;
+            return Ok(ControlFlow::Break(Step::Stop));
+        }
+        Ok(ControlFlow::Continue(Accepted {
+            file,
+            start,
+            hasher,
+        }))
+    }
+
+    /// Acts on how the data stream ended and gives the sender its verdict
+    /// (unless it already has it, or the connection is gone). The
+    /// temporary file is kept only where a resume can use it.
+    fn verdict(
+        &mut self,
+        offer: &Offer,
+        target: &Target,
+        streamed: Streamed,
+        start: u64,
+        expected: u64,
+    ) -> io::Result<Step> {
+        let peer = self.peer;
+        let result = match streamed {
+            Streamed::Lost(e) => {
+                let held = fs::metadata(&target.partial).map(|m| m.len()).unwrap_or(0);
+                self.tally.failed += 1;
+                report(&format!(
+                    "interrupted {} from {peer} at {held} of {} bytes ({}); kept for a resume",
+                    target.shown,
+                    offer.size,
+                    cause(&e)
+                ));
+                return Ok(Step::Stop);
+            }
+            Streamed::Protocol(why) => {
+                let _ = fs::remove_file(&target.partial);
+                self.refuse(offer, Reason::new(Code::Protocol, why))?;
+                return Ok(Step::Stop);
+            }
+            Streamed::WriteFailed { error, early } => {
+                let _ = fs::remove_file(&target.partial);
+                let reason = io_reason("cannot write it", &error);
+                // The verdict went out as soon as the write failed (`early`),
+                // unless the failure came with the last chunk.
+                if early {
+                    self.tally.failed += 1;
+                    report(&format!(
+                        "refused {} from {peer} ({})",
+                        target.shown, reason.message
+                    ));
+                } else {
+                    self.refuse(offer, reason)?;
+                }
+                return Ok(Step::Next);
+            }
+            Streamed::Aborted { file } => {
+                drop(file);
+                Err(Reason::new(
+                    Code::Aborted,
+                    "the sender aborted; the part received is kept for a resume",
+                ))
+            }
+            Streamed::Done(complete) => self.install_verified(offer, target, complete, expected),
+        };
+        match result {
+            Ok(()) => {
+                self.tally.ok += 1;
+                let resumed = if start > 0 {
+                    format!(", resumed at {start}")
+                } else {
+                    String::new()
+                };
+                report(&format!(
+                    "received {} ({} bytes{resumed}) from {peer}",
+                    target.shown, offer.size
+                ));
+                self.write(&Reply::Ok.encode())?;
+            }
+            Err(reason) => self.refuse(offer, reason)?,
+        }
+        Ok(Step::Next)
+    }
+
+    /// Installs a completely streamed file if it is all there and its
+    /// BLAKE3 matches the sender's; otherwise removes it (nothing in it
+    /// can be resumed).
+    fn install_verified(
+        &self,
+        offer: &Offer,
+        target: &Target,
+        complete: Complete,
+        expected: u64,
+    ) -> Result<(), Reason> {
+        let Complete {
+            file,
+            hasher,
+            digest,
+            received,
+        } = complete;
+        if received != expected {
+            let _ = fs::remove_file(&target.partial);
+            Err(Reason::new(
+                Code::Aborted,
+                format!("only {received} of {expected} bytes arrived before the end marker"),
+            ))
+        } else if hasher.finalize().as_bytes() != &digest {
+            let _ = fs::remove_file(&target.partial);
+            Err(Reason::new(
+                Code::Corrupt,
+                "corrupted in transit (BLAKE3 mismatch); nothing was written",
+            ))
+        } else {
+            install::install(&self.shared.config, target, file, offer.mode)
+        }
+    }
+
+    /// Refuses an offered file: reported here, counted, and sent to the
+    /// sender.
+    fn refuse(&mut self, offer: &Offer, reason: Reason) -> io::Result<()> {
+        let peer = self.peer;
+        report(&format!(
+            "refused {} from {peer} ({})",
+            crate::text::printable(&offer.path),
+            reason.message
+        ));
+        self.tally.failed += 1;
+        self.write(&Reply::Refused(reason).encode())
+    }
+
+    fn write(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut writer = self.stream;
+        writer.write_all(bytes)
+    }
+}
+
+/// A refusal for a local failure, in the words the sender reads: what we
+/// could not do, and why.
+pub(super) fn io_reason(what: &str, e: &io::Error) -> Reason {
+    Reason::new(Code::Io, format!("{what} on the receiver ({})", cause(e)))
 }
 
 /// A received line for the user: one per entry, on stdout.
@@ -350,613 +612,4 @@ fn close_after_peer(stream: &TcpStream) {
             Ok(_) => {}
         }
     }
-}
-
-/// The directory `parts` leads to under `root`, created where missing.
-/// Every existing component is checked with `lstat`: a symlink or a
-/// non-directory in the way is refused, never followed.
-fn make_parents(root: &Path, parts: &[&str]) -> Result<PathBuf, Reason> {
-    let mut at = root.to_path_buf();
-    for (i, part) in parts.iter().enumerate() {
-        at.push(part);
-        let here = || crate::text::printable(parts[..=i].join("/").as_bytes());
-        match fs::symlink_metadata(&at) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(Reason::new(
-                    Code::Unsafe,
-                    format!(
-                        "'{}' is a symlink on the receiver; it is never followed",
-                        here()
-                    ),
-                ));
-            }
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(Reason::new(
-                    Code::Unsafe,
-                    format!("'{}' is a file on the receiver, not a directory", here()),
-                ));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Err(e) = fs::create_dir(&at)
-                    && e.kind() != io::ErrorKind::AlreadyExists
-                {
-                    return Err(io_reason(
-                        &format!("cannot create directory '{}'", here()),
-                        &e,
-                    ));
-                }
-                // Created by us, or by a racing session: check it again.
-                match fs::symlink_metadata(&at) {
-                    Ok(meta) if meta.is_dir() => {}
-                    _ => {
-                        return Err(Reason::new(
-                            Code::Unsafe,
-                            format!("'{}' changed on the receiver while it was checked", here()),
-                        ));
-                    }
-                }
-            }
-            Err(e) => return Err(io_reason(&format!("cannot check '{}'", here()), &e)),
-        }
-    }
-    Ok(at)
-}
-
-fn io_reason(what: &str, e: &io::Error) -> Reason {
-    Reason::new(Code::Io, format!("{what} on the receiver ({})", cause(e)))
-}
-
-/// Creates a received directory (and its parents) and applies its mode
-/// (always keeping it writable and searchable for us).
-fn make_dir(config: &Config, path: &[u8], mode: u32) -> Result<String, Reason> {
-    let parts = protocol::safe_path(path).map_err(|m| Reason::new(Code::Unsafe, m))?;
-    let shown = crate::text::printable(path);
-    let dir = make_parents(&config.dir, &parts)?;
-    let _ = fs::set_permissions(&dir, fs::Permissions::from_mode((mode & 0o777) | 0o700));
-    Ok(shown)
-}
-
-/// Where a checked file offer will go.
-struct Target {
-    /// Final path.
-    dest: PathBuf,
-    /// Temporary path in DIR.
-    partial: PathBuf,
-    /// The temporary file's name, as held in `Shared::busy`.
-    partial_name: String,
-    /// The path as the user should read it.
-    shown: String,
-}
-
-/// Checks an offer and works out its target; refusals go to the sender.
-fn check_offer(config: &Config, offer: &Offer) -> Result<Target, Reason> {
-    let parts = protocol::safe_path(&offer.path).map_err(|m| Reason::new(Code::Unsafe, m))?;
-    let shown = crate::text::printable(&offer.path);
-    let (name, parents) = parts
-        .split_last()
-        .ok_or_else(|| Reason::new(Code::Unsafe, "empty"))?;
-    let parent = make_parents(&config.dir, parents)?;
-    let dest = parent.join(name);
-    match fs::symlink_metadata(&dest) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_reason("cannot check it", &e)),
-        Ok(meta) if meta.file_type().is_symlink() => {
-            return Err(Reason::new(
-                Code::Unsafe,
-                "it is a symlink on the receiver, which is never replaced",
-            ));
-        }
-        Ok(meta) if meta.is_dir() => {
-            return Err(Reason::new(
-                Code::Unsafe,
-                "it is a directory on the receiver",
-            ));
-        }
-        Ok(meta) if !meta.is_file() => {
-            return Err(Reason::new(
-                Code::Unsafe,
-                "it is a device or other special file on the receiver",
-            ));
-        }
-        Ok(_) if !config.overwrite => {
-            return Err(Reason::new(
-                Code::Exists,
-                "it already exists on the receiver (started without --overwrite)",
-            ));
-        }
-        Ok(_) => {}
-    }
-    let rel = parts.join("/");
-    let partial_name = partial_name(&rel, offer.size, offer.identity);
-    Ok(Target {
-        dest,
-        partial: config.dir.join(&partial_name),
-        partial_name,
-        shown,
-    })
-}
-
-/// Releases a temporary name from `Shared::busy` when the transfer ends.
-struct BusyGuard<'a> {
-    shared: &'a Shared,
-    name: String,
-}
-
-impl Drop for BusyGuard<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut busy) = self.shared.busy.lock() {
-            busy.remove(&self.name);
-        }
-    }
-}
-
-fn claim<'a>(shared: &'a Shared, name: &str) -> Option<BusyGuard<'a>> {
-    let mut busy = shared.busy.lock().ok()?;
-    if !busy.insert(name.to_string()) {
-        return None;
-    }
-    Some(BusyGuard {
-        shared,
-        name: name.to_string(),
-    })
-}
-
-/// Removes temporary files of older versions of the same path (another
-/// size or identity), which can never be resumed now.
-fn remove_stale(shared: &Shared, rel_stem: &str, keep: &str) {
-    let Ok(entries) = fs::read_dir(&shared.config.dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with(rel_stem) && name != keep {
-            // Skip ones another session is writing right now.
-            if let Some(_guard) = claim(shared, name) {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-    }
-}
-
-/// The temporary file, opened for resuming: its length and the BLAKE3
-/// state over that prefix.
-fn open_partial(target: &Target, size: u64) -> io::Result<(File, u64, blake3::Hasher)> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(PARTIAL_MODE)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&target.partial)?;
-    let held = file.metadata()?.len();
-    let mut hasher = blake3::Hasher::new();
-    if held > size {
-        file.set_len(0)?;
-        return Ok((file, 0, hasher));
-    }
-    if held > 0 {
-        let mut buf = vec![0u8; 1 << 20];
-        let mut left = held;
-        while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            file.read_exact(&mut buf[..want])?;
-            hasher.update(&buf[..want]);
-            left -= want as u64;
-        }
-    }
-    Ok((file, held, hasher))
-}
-
-/// Handles one file offer: answer, data, verdict.
-fn receive_file(
-    shared: &Shared,
-    offer: &Offer,
-    reader: &mut BufReader<TcpStream>,
-    stream: &TcpStream,
-    peer: SocketAddr,
-    tally: &mut Tally,
-) -> io::Result<Step> {
-    let mut writer = stream;
-    let refuse = |writer: &mut &TcpStream, tally: &mut Tally, reason: Reason| {
-        report(&format!(
-            "refused {} from {peer} ({})",
-            crate::text::printable(&offer.path),
-            reason.message
-        ));
-        tally.failed += 1;
-        writer.write_all(&Reply::Refused(reason).encode())
-    };
-    let target = match check_offer(&shared.config, offer) {
-        Ok(t) => t,
-        Err(reason) => {
-            refuse(&mut writer, tally, reason)?;
-            return Ok(Step::Next);
-        }
-    };
-    let Some(_guard) = claim(shared, &target.partial_name) else {
-        let reason = Reason::new(
-            Code::Busy,
-            "it is being received from another sender right now",
-        );
-        refuse(&mut writer, tally, reason)?;
-        return Ok(Step::Next);
-    };
-    let (mut file, held, prefix) = match open_partial(&target, offer.size) {
-        Ok(opened) => opened,
-        Err(e) => {
-            let reason = io_reason("cannot create a temporary file", &e);
-            refuse(&mut writer, tally, reason)?;
-            return Ok(Step::Next);
-        }
-    };
-    if held == 0 && offer.size >= STALE_SCAN_MIN {
-        let rel = String::from_utf8_lossy(&offer.path).into_owned();
-        remove_stale(shared, &partial_stem(&rel), &target.partial_name);
-    }
-    let prefix_digest: [u8; 32] = *prefix.clone().finalize().as_bytes();
-    writer.write_all(
-        &Reply::Accept {
-            offset: held,
-            prefix: prefix_digest,
-        }
-        .encode(),
-    )?;
-
-    let start = match protocol::read_start(reader) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("{peer}: '{}': connection lost ({e})", target.shown);
-            return Ok(Step::Stop);
-        }
-    };
-    let hasher = if start == held {
-        prefix
-    } else if start == 0 {
-        blake3::Hasher::new()
-    } else {
-        let why = format!("start offset {start} is neither 0 nor the offered {held}");
-        refuse(&mut writer, tally, Reason::new(Code::Protocol, why))?;
-        return Ok(Step::Stop);
-    };
-    let positioned = if start == held {
-        Ok(())
-    } else {
-        file.set_len(0)
-    };
-    if let Err(e) = positioned.and_then(|()| file.seek(SeekFrom::Start(start)).map(|_| ())) {
-        // The data is already on its way: refuse and end the session
-        // rather than read it all only to discard it.
-        refuse(
-            &mut writer,
-            tally,
-            io_reason("cannot prepare the temporary file", &e),
-        )?;
-        return Ok(Step::Stop);
-    }
-
-    let expected = offer.size - start;
-    let streamed = stream_data(reader, file, hasher, expected);
-    let result = match streamed {
-        Streamed::Lost(e) => {
-            let held = fs::metadata(&target.partial).map(|m| m.len()).unwrap_or(0);
-            tally.failed += 1;
-            report(&format!(
-                "interrupted {} from {peer} at {held} of {} bytes ({}); kept for a resume",
-                target.shown,
-                offer.size,
-                cause(&e)
-            ));
-            return Ok(Step::Stop);
-        }
-        Streamed::Protocol(why) => {
-            let _ = fs::remove_file(&target.partial);
-            refuse(&mut writer, tally, Reason::new(Code::Protocol, why))?;
-            return Ok(Step::Stop);
-        }
-        Streamed::WriteFailed { error, early } => {
-            let _ = fs::remove_file(&target.partial);
-            let reason = io_reason("cannot write it", &error);
-            // The verdict went out as soon as the write failed (`early`),
-            // unless the failure came with the last chunk.
-            if early {
-                tally.failed += 1;
-                report(&format!(
-                    "refused {} from {peer} ({})",
-                    target.shown, reason.message
-                ));
-            } else {
-                refuse(&mut writer, tally, reason)?;
-            }
-            return Ok(Step::Next);
-        }
-        Streamed::Aborted { file } => {
-            drop(file);
-            Err(Reason::new(
-                Code::Aborted,
-                "the sender aborted; the part received is kept for a resume",
-            ))
-        }
-        Streamed::Done {
-            file,
-            hasher,
-            digest,
-            received,
-        } => {
-            if received != expected {
-                let _ = fs::remove_file(&target.partial);
-                Err(Reason::new(
-                    Code::Aborted,
-                    format!("only {received} of {expected} bytes arrived before the end marker"),
-                ))
-            } else if hasher.finalize().as_bytes() != &digest {
-                let _ = fs::remove_file(&target.partial);
-                Err(Reason::new(
-                    Code::Corrupt,
-                    "corrupted in transit (BLAKE3 mismatch); nothing was written",
-                ))
-            } else {
-                install(&shared.config, &target, file, offer.mode)
-            }
-        }
-    };
-    match result {
-        Ok(()) => {
-            tally.ok += 1;
-            let resumed = if start > 0 {
-                format!(", resumed at {start}")
-            } else {
-                String::new()
-            };
-            report(&format!(
-                "received {} ({} bytes{resumed}) from {peer}",
-                target.shown, offer.size
-            ));
-            writer.write_all(&Reply::Ok.encode())?;
-        }
-        Err(reason) => refuse(&mut writer, tally, reason)?,
-    }
-    Ok(Step::Next)
-}
-
-/// Gives a verified temporary file its mode and final name, durably:
-/// fsync the file, link (or rename, with `--overwrite`) it into place,
-/// fsync the directory. Without `--overwrite` the link fails if a file
-/// appeared under the final name meanwhile, so nothing is ever replaced.
-fn install(config: &Config, target: &Target, file: File, mode: u32) -> Result<(), Reason> {
-    let fail = |what: &str, e: &io::Error| {
-        let _ = fs::remove_file(&target.partial);
-        io_reason(&format!("{what} it"), e)
-    };
-    file.set_permissions(fs::Permissions::from_mode(mode & 0o777))
-        .map_err(|e| fail("cannot set the mode of", &e))?;
-    file.sync_all().map_err(|e| fail("cannot sync", &e))?;
-    drop(file);
-    if config.overwrite {
-        fs::rename(&target.partial, &target.dest).map_err(|e| fail("cannot rename", &e))?;
-    } else {
-        match fs::hard_link(&target.partial, &target.dest) {
-            Ok(()) => {
-                let _ = fs::remove_file(&target.partial);
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let _ = fs::remove_file(&target.partial);
-                return Err(Reason::new(
-                    Code::Exists,
-                    "a file of that name appeared on the receiver during the transfer",
-                ));
-            }
-            // No hard links on this file system (FAT, some FUSE mounts):
-            // check, then rename. A file created in between would be
-            // replaced; on such file systems that narrow race is the price.
-            Err(_) if fs::symlink_metadata(&target.dest).is_err() => {
-                fs::rename(&target.partial, &target.dest).map_err(|e| fail("cannot rename", &e))?;
-            }
-            Err(e) => return Err(fail("cannot link into place", &e)),
-        }
-    }
-    if let Some(parent) = target.dest.parent()
-        && let Ok(dir) = File::open(parent)
-    {
-        let _ = dir.sync_all();
-    }
-    if target.dest.parent() != Some(config.dir.as_path())
-        && let Ok(dir) = File::open(&config.dir)
-    {
-        let _ = dir.sync_all();
-    }
-    Ok(())
-}
-
-/// Starts writing the file's dirty pages to disk without waiting
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so disk writes overlap the
-/// transfer and the fsync at the end waits only for the last few MiB.
-/// Purely a hint: errors are ignored (the final fsync reports them).
-fn start_writeback(file: &File) {
-    let _ = sys::file::start_writeback(file.as_fd());
-}
-
-/// How a file's data stream ended.
-enum Streamed {
-    /// The end marker came; `digest` is the sender's.
-    Done {
-        file: File,
-        /// Boxed: a BLAKE3 state is about 2 KB.
-        hasher: Box<blake3::Hasher>,
-        digest: [u8; 32],
-        received: u64,
-    },
-    /// The sender sent the abort marker (no early verdict was sent).
-    Aborted { file: File },
-    /// Writing failed; `early` says whether the verdict was already sent
-    /// while the data still flowed (then the rest was discarded).
-    WriteFailed { error: io::Error, early: bool },
-    /// The connection failed or closed mid-stream.
-    Lost(io::Error),
-    /// The sender broke the framing (more data than announced, ...).
-    Protocol(String),
-}
-
-/// What the hash-and-write thread hands back.
-enum Done {
-    /// A buffer, free for reuse.
-    Free(Vec<u8>),
-    /// A write failed; no further writes are made.
-    Failed(io::Error),
-}
-
-/// Receives the data frames of one file. The receiving thread (this one)
-/// reads frames into buffers; a second thread hashes and writes them, so
-/// the socket, BLAKE3 and the page cache work at the same time.
-fn stream_data(
-    reader: &mut BufReader<TcpStream>,
-    file: File,
-    hasher: blake3::Hasher,
-    expected: u64,
-) -> Streamed {
-    let (to_worker, jobs) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
-    let (to_writer, writes) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
-    let (done_tx, done) = mpsc::channel::<Done>();
-    std::thread::scope(|scope| {
-        // Stage 2: hash, then pass the buffer on to the writer.
-        let worker = scope.spawn(move || {
-            let mut hasher = hasher;
-            for (buf, len) in jobs {
-                hasher.update(&buf[..len]);
-                if to_writer.send((buf, len)).is_err() {
-                    break;
-                }
-            }
-            hasher
-        });
-        // Stage 3: write into the page cache, asking the kernel to start
-        // writing back every WRITEBACK_EVERY bytes so the final fsync has
-        // little left to wait for; return the buffer to stage 1.
-        let writer = scope.spawn(move || {
-            let mut file = file;
-            let mut failed = false;
-            let mut unsynced = 0usize;
-            for (buf, len) in writes {
-                if !failed {
-                    if let Err(e) = file.write_all(&buf[..len]) {
-                        failed = true;
-                        let _ = done_tx.send(Done::Failed(e));
-                    } else {
-                        unsynced += len;
-                        if unsynced >= WRITEBACK_EVERY {
-                            start_writeback(&file);
-                            unsynced = 0;
-                        }
-                    }
-                }
-                if done_tx.send(Done::Free(buf)).is_err() {
-                    break;
-                }
-            }
-            file
-        });
-
-        let mut free: Vec<Vec<u8>> = Vec::new();
-        let mut allocated = 0;
-        let mut received = 0u64;
-        let mut failure: Option<io::Error> = None;
-        let mut early = false;
-        let outcome = loop {
-            // Collect what the worker gave back, and notice a failed write.
-            while let Ok(msg) = done.try_recv() {
-                match msg {
-                    Done::Free(buf) => free.push(buf),
-                    Done::Failed(e) => failure = Some(e),
-                }
-            }
-            if let Some(e) = &failure
-                && !early
-            {
-                // Tell the sender now; then discard the rest of the data.
-                let reason = io_reason("cannot write it", e);
-                let mut w = reader.get_ref();
-                if w.write_all(&Reply::Refused(reason).encode()).is_err() {
-                    break Err(Streamed::Lost(io::Error::other("cannot send the verdict")));
-                }
-                early = true;
-            }
-            let frame = match Data::decode(reader) {
-                Ok(f) => f,
-                Err(DecodeError::Io(e)) => break Err(Streamed::Lost(e)),
-                Err(DecodeError::Bad(why)) => break Err(Streamed::Protocol(why)),
-            };
-            match frame {
-                Data::Chunk(len) => {
-                    if received + len as u64 > expected {
-                        break Err(Streamed::Protocol(format!(
-                            "more data than the {expected} bytes announced"
-                        )));
-                    }
-                    // The chunk goes down the pipeline in pieces that stay
-                    // in the CPU cache between the three stages.
-                    let mut left = len;
-                    let mut lost = None;
-                    while left > 0 {
-                        let piece = left.min(PIECE);
-                        let mut buf = match free.pop() {
-                            Some(b) => b,
-                            None if allocated < BUFFERS => {
-                                allocated += 1;
-                                vec![0u8; PIECE]
-                            }
-                            None => match done.recv() {
-                                Ok(Done::Free(b)) => b,
-                                Ok(Done::Failed(e)) => {
-                                    // Its buffer follows as Done::Free.
-                                    failure = Some(e);
-                                    continue;
-                                }
-                                Err(_) => vec![0u8; PIECE],
-                            },
-                        };
-                        if let Err(e) = reader.read_exact(&mut buf[..piece]) {
-                            lost = Some(e);
-                            break;
-                        }
-                        left -= piece;
-                        received += piece as u64;
-                        if failure.is_some() {
-                            free.push(buf);
-                        } else if to_worker.send((buf, piece)).is_err() {
-                            lost = Some(io::Error::other("the hashing thread stopped"));
-                            break;
-                        }
-                    }
-                    if let Some(e) = lost {
-                        break Err(Streamed::Lost(e));
-                    }
-                }
-                Data::End(digest) => break Ok((Some(digest), received)),
-                Data::Abort => break Ok((None, received)),
-            }
-        };
-        drop(to_worker);
-        // Drain the worker's messages so it can finish, keeping a failure.
-        let (Ok(hasher), Ok(file)) = (worker.join(), writer.join()) else {
-            return Streamed::Lost(io::Error::other("a receiving thread panicked"));
-        };
-        for msg in done.try_iter() {
-            if let Done::Failed(e) = msg {
-                failure = Some(e);
-            }
-        }
-        match (outcome, failure) {
-            (Err(streamed), _) => streamed,
-            (Ok(_), Some(error)) => Streamed::WriteFailed { error, early },
-            (Ok((Some(digest), received)), None) => Streamed::Done {
-                file,
-                hasher: Box::new(hasher),
-                digest,
-                received,
-            },
-            (Ok((None, _)), None) => Streamed::Aborted { file },
-        }
-    })
 }

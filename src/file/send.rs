@@ -272,10 +272,45 @@ fn run_session(
         .sum();
     let progress = progress_bar(total);
     let _ = stream.set_write_timeout(Some(REPLY_TIMEOUT));
-    let lost = |e: io::Error| Error::closed(peer, e);
-    (&stream).write_all(&protocol::hello()).map_err(lost)?;
-
+    let reading = handshake(&stream, peer, wait)?;
     let (tx, replies) = mpsc::channel();
+    let reader = std::thread::spawn(move || read_replies(reading, tx));
+    let session = Session {
+        stream: &stream,
+        replies,
+        peer,
+        progress,
+    };
+
+    let (outcomes, fatal) = session.send_all(&items, json);
+    session.progress.finish_and_clear();
+    let _ = stream.shutdown(Shutdown::Both);
+    let _ = reader.join();
+
+    let seconds = started.elapsed().as_secs_f64();
+    print_summary(&outcomes, seconds, json);
+    if let Some(e) = fatal {
+        return Err(e);
+    }
+    let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
+    if failed > 0 {
+        return Err(Error::Incomplete {
+            what: "transfer incomplete".into(),
+            failed,
+            total: outcomes.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Says hello and waits for the receiver's. Returns the connection's
+/// reading side (a clone, for the reply thread); a peer that is not a
+/// receiver, or does not answer in time, is an error.
+fn handshake(stream: &TcpStream, peer: &str, wait: Duration) -> Result<TcpStream> {
+    let lost = |e: io::Error| Error::closed(peer, e);
+    let mut writer = stream;
+    writer.write_all(&protocol::hello()).map_err(lost)?;
+
     let reading = stream.try_clone().map_err(lost)?;
     // A peer that is not a receiver (nc, a web server) may never answer:
     // wait for the hello only as long as for the connection.
@@ -304,59 +339,7 @@ fn run_session(
             });
         }
     }
-    let reader = std::thread::spawn(move || read_replies(reading, tx));
-    let session = Session {
-        stream: &stream,
-        replies,
-        peer,
-        progress,
-    };
-
-    let mut outcomes = Vec::new();
-    let mut fatal = None;
-    for item in &items {
-        match send_item(&session, item) {
-            Ok(outcome) => {
-                print_outcome(&outcome, json, &session.progress);
-                outcomes.push(outcome);
-            }
-            Err(e) => {
-                fatal = Some(e);
-                break;
-            }
-        }
-    }
-    if fatal.is_none() {
-        // End the session and half-close; the receiver closes after it
-        // has read everything, and we read until then.
-        let end = (&stream)
-            .write_all(&Entry::End.encode())
-            .and_then(|()| stream.shutdown(Shutdown::Write));
-        if let Err(e) = end {
-            fatal = Some(lost(e));
-        } else {
-            // The reader thread ends at the receiver's close.
-            let _ = session.replies.recv_timeout(REPLY_TIMEOUT);
-        }
-    }
-    session.progress.finish_and_clear();
-    let _ = stream.shutdown(Shutdown::Both);
-    let _ = reader.join();
-
-    let seconds = started.elapsed().as_secs_f64();
-    print_summary(&outcomes, seconds, json);
-    if let Some(e) = fatal {
-        return Err(e);
-    }
-    let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
-    if failed > 0 {
-        return Err(Error::Incomplete {
-            what: "transfer incomplete".into(),
-            failed,
-            total: outcomes.len(),
-        });
-    }
-    Ok(())
+    Ok(reading)
 }
 
 fn read_hello(stream: &TcpStream, wait: Duration) -> io::Result<[u8; 12]> {
@@ -390,6 +373,34 @@ fn read_replies(stream: TcpStream, tx: mpsc::Sender<Incoming>) {
 }
 
 impl Session<'_> {
+    /// Sends every item, printing each outcome as it comes, then ends the
+    /// session. Returns the outcomes, and the error that cut the session
+    /// short if one did.
+    fn send_all(&self, items: &[Item], json: bool) -> (Vec<Outcome>, Option<Error>) {
+        let mut outcomes = Vec::new();
+        for item in items {
+            match send_item(self, item) {
+                Ok(outcome) => {
+                    print_outcome(&outcome, json, &self.progress);
+                    outcomes.push(outcome);
+                }
+                Err(e) => return (outcomes, Some(e)),
+            }
+        }
+        // End the session and half-close; the receiver closes after it
+        // has read everything, and we read until then.
+        let mut writer = self.stream;
+        let end = writer
+            .write_all(&Entry::End.encode())
+            .and_then(|()| self.stream.shutdown(Shutdown::Write));
+        if let Err(e) = end {
+            return (outcomes, Some(Error::closed(self.peer, e)));
+        }
+        // The reader thread ends at the receiver's close.
+        let _ = self.replies.recv_timeout(REPLY_TIMEOUT);
+        (outcomes, None)
+    }
+
     /// The next reply; a lost connection or a timeout ends the session.
     fn reply(&self) -> Result<Reply> {
         match self.replies.recv_timeout(REPLY_TIMEOUT) {
