@@ -216,7 +216,8 @@ async fn file_send(args: FileSend, ctx: Context) -> Result<()> {
         json: args.json,
         wait: args.target.wait,
     };
-    until_interrupted(file::send::send(config), &ctx.shutdown).await
+    let shutdown = ctx.shutdown.clone();
+    until_interrupted(file::send::send(config, ctx), &shutdown).await
 }
 
 /// How every TCP server takes connections on: plain, and as many at once

@@ -14,6 +14,7 @@
 //! A third thread reads the receiver's replies, so a verdict that arrives
 //! early (the receiver's disk is full) stops the data at the next chunk.
 
+use std::cell::RefCell;
 use std::fs::{self, File};
 use std::io::{self, BufReader, IsTerminal, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -27,9 +28,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use super::protocol::{self, Data, DecodeError, Digest, Entry, Hello, MAX_PATH, Reply};
+use crate::context::{Context, Output};
 use crate::error::{Error, Result, cause};
 use crate::net;
 use crate::sys;
+use crate::transport::Connector;
 
 /// Bytes per data chunk: large enough that per-chunk costs vanish, small
 /// enough that an early verdict stops the data quickly.
@@ -97,17 +100,22 @@ struct Outcome {
 
 /// Sends everything in `config.paths`; exit 1 (an error) if any entry
 /// failed, after printing each failure and the summary.
-pub async fn send(config: Config) -> Result<()> {
+pub async fn send(config: Config, ctx: Context) -> Result<()> {
     let items = walk(&config.paths);
     let peer = net::display_target(&config.host, config.port);
-    let stream = net::connect_tcp(&config.host, config.port, config.wait).await?;
+    let stream = Connector::plain()
+        .connect(&config.host, config.port, config.wait)
+        .await?
+        .into_plain()
+        .ok_or_else(|| Error::io("cannot send files", io::Error::other("plain TCP only")))?;
     let stream = stream
         .into_std()
         .and_then(|s| s.set_nonblocking(false).map(|()| s))
         .map_err(|e| Error::io("cannot set up the connection", e))?;
     let json = config.json;
     let wait = config.wait;
-    tokio::task::spawn_blocking(move || run_session(stream, items, &peer, json, wait))
+    let out = ctx.out;
+    tokio::task::spawn_blocking(move || run_session(stream, items, &peer, json, wait, out))
         .await
         .map_err(|e| Error::io("the sending thread failed", io::Error::other(e)))?
 }
@@ -252,6 +260,8 @@ struct Session<'a> {
     replies: mpsc::Receiver<Incoming>,
     peer: &'a str,
     progress: ProgressBar,
+    /// Where outcomes and the summary are printed (one thread uses it).
+    out: RefCell<Output>,
 }
 
 /// Runs the whole session and prints the results.
@@ -261,6 +271,7 @@ fn run_session(
     peer: &str,
     json: bool,
     wait: Duration,
+    out: Output,
 ) -> Result<()> {
     let started = Instant::now();
     let total: u64 = items
@@ -280,6 +291,7 @@ fn run_session(
         replies,
         peer,
         progress,
+        out: RefCell::new(out),
     };
 
     let (outcomes, fatal) = session.send_all(&items, json);
@@ -288,7 +300,7 @@ fn run_session(
     let _ = reader.join();
 
     let seconds = started.elapsed().as_secs_f64();
-    print_summary(&outcomes, seconds, json);
+    print_summary(&mut *session.out.borrow_mut(), &outcomes, seconds, json);
     if let Some(e) = fatal {
         return Err(e);
     }
@@ -381,7 +393,8 @@ impl Session<'_> {
         for item in items {
             match send_item(self, item) {
                 Ok(outcome) => {
-                    print_outcome(&outcome, json, &self.progress);
+                    let out = &mut *self.out.borrow_mut();
+                    print_outcome(out, &outcome, json, &self.progress);
                     outcomes.push(outcome);
                 }
                 Err(e) => return (outcomes, Some(e)),
@@ -799,7 +812,7 @@ fn progress_bar(total: u64) -> ProgressBar {
     bar
 }
 
-fn print_outcome(o: &Outcome, json: bool, progress: &ProgressBar) {
+fn print_outcome(out: &mut dyn Write, o: &Outcome, json: bool, progress: &ProgressBar) {
     if let Some(error) = &o.error {
         let line = format!(
             "cannot send '{}' ({error})",
@@ -817,11 +830,11 @@ fn print_outcome(o: &Outcome, json: bool, progress: &ProgressBar) {
             "ok": o.error.is_none(),
             "error": o.error,
         });
-        progress.suspend(|| println_flush(&value.to_string()));
+        progress.suspend(|| println_flush(out, &value.to_string()));
     }
 }
 
-fn print_summary(outcomes: &[Outcome], seconds: f64, json: bool) {
+fn print_summary(out: &mut dyn Write, outcomes: &[Outcome], seconds: f64, json: bool) {
     let ok: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_none()).collect();
     let files = ok.iter().filter(|o| !o.is_dir).count();
     let dirs = ok.iter().filter(|o| o.is_dir).count();
@@ -846,7 +859,7 @@ fn print_summary(outcomes: &[Outcome], seconds: f64, json: bool) {
             "seconds": (seconds * 1000.0).round() / 1000.0,
             "mb_per_s": (rate * 10.0).round() / 10.0,
         });
-        println_flush(&value.to_string());
+        println_flush(out, &value.to_string());
         return;
     }
     let plural = |n: usize, word: &str| {
@@ -867,10 +880,9 @@ fn print_summary(outcomes: &[Outcome], seconds: f64, json: bool) {
     if failed > 0 {
         line.push_str(&format!("; {failed} failed"));
     }
-    println_flush(&line);
+    println_flush(out, &line);
 }
 
-fn println_flush(line: &str) {
-    let mut out = io::stdout().lock();
+fn println_flush(out: &mut dyn Write, line: &str) {
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
