@@ -155,7 +155,7 @@ pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
 
 /// Connects over TCP to the first address of `host` that answers, each try
 /// bounded by `timeout`.
-pub async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
+pub(crate) async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
     let addrs = resolve(host, port).await?;
     let mut last = None;
     for addr in &addrs {

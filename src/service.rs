@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-
-use crate::transport::{Acceptor, Stream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::transport::{Acceptor, HANDSHAKE_TIMEOUT, Stream};
 
 /// How long shutdown waits for connections to wind down (well inside the
 /// 1 s promised to users).
@@ -87,10 +87,19 @@ pub async fn serve_tcp<F, Fut>(
         let acceptor = acceptor.clone();
         let handle = handle.clone();
         tracker.spawn(async move {
-            let stream = match acceptor.accept(tcp).await {
-                Ok(stream) => stream,
-                Err(e) => {
+            // Bounded, so a peer that stalls mid-handshake is dropped; a
+            // plain connection is ready at the first poll and never
+            // starts the timer.
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
                     tracing::debug!("connection from {peer} refused: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        "connection from {peer}: no handshake within {HANDSHAKE_TIMEOUT:?}"
+                    );
                     return;
                 }
             };

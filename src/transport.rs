@@ -226,7 +226,8 @@ impl AsyncWrite for Writer<'_> {
 }
 
 /// Turns an accepted socket into a [`Stream`]. It is cheap to clone (one
-/// per connection task) and runs in that task, under [`HANDSHAKE_TIMEOUT`].
+/// per connection task) and runs in that task; the accept loop bounds it
+/// with [`HANDSHAKE_TIMEOUT`].
 #[derive(Debug, Clone, Default)]
 pub struct Acceptor {
     mode: Mode,

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::protocol::{self, MAGIC, Reply, Tracker};
 use crate::context::Context;
+use crate::transport::Connector;
 use crate::error::{Error, Result};
 use crate::net;
 
@@ -74,9 +75,15 @@ pub async fn ping(config: Config, ctx: Context) -> Result<()> {
     let target = net::display_target(&config.host, config.port);
     let link = if config.tcp {
         let started = Instant::now();
-        let stream = net::connect_tcp(&config.host, config.port, config.wait).await?;
+        let stream = Connector::plain()
+            .connect(&config.host, config.port, config.wait)
+            .await?;
         let connect = started.elapsed();
+        // The probes run on a blocking thread with SO_RCVTIMEO, so they
+        // need the plain socket underneath.
         let stream = stream
+            .into_plain()
+            .ok_or_else(|| Error::io("cannot ping", io::Error::other("plain TCP only")))?
             .into_std()
             .and_then(|s| s.set_nonblocking(false).map(|()| s))
             .map_err(|e| Error::io("cannot set up the TCP connection", e))?;
