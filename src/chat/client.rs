@@ -112,12 +112,9 @@ pub async fn join(messages: Messages, config: Config, ctx: Context) -> Result<()
                 }
                 let first = incoming.feed(&buf[..n], out)?;
                 if server == Server::Unknown && let Some(first) = first {
-                    server = if first.starts_with(WELCOME) { Server::Sockit } else { Server::Other };
-                    if server == Server::Sockit && let Some(name) = &config.name {
-                        let command = format!("/nick {name}\n");
-                        if let Err(e) = writer.write_all(command.as_bytes()).await {
-                            break Err(broken(e));
-                        }
+                    match recognise(&first, config.name.as_deref(), &mut writer).await {
+                        Ok(known) => server = known,
+                        Err(e) => break Err(broken(e)),
                     }
                 }
                 if incoming.has_partial() {
@@ -157,6 +154,24 @@ pub async fn join(messages: Messages, config: Config, ctx: Context) -> Result<()
     stdin_task.abort();
     out.flush().map_err(Error::Stdout)?;
     result
+}
+
+/// Tells sockit from any other server by the first line it sent, and on
+/// sockit takes the nick asked for with `/nick`.
+async fn recognise(
+    first: &[u8],
+    name: Option<&str>,
+    writer: &mut (impl AsyncWriteExt + Unpin),
+) -> std::io::Result<Server> {
+    if !first.starts_with(WELCOME) {
+        return Ok(Server::Other);
+    }
+    if let Some(name) = name {
+        writer
+            .write_all(format!("/nick {name}\n").as_bytes())
+            .await?;
+    }
+    Ok(Server::Sockit)
 }
 
 /// Sends one typed line, with the seed 4-3 `[NAME] ` prefix when `name`

@@ -30,9 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::protocol::{self, MAGIC, Reply, Tracker};
 use crate::context::Context;
-use crate::transport::Connector;
 use crate::error::{Error, Result};
 use crate::net;
+use crate::transport::Connector;
 
 /// Longest a receive blocks before the loop looks at the shutdown token.
 const SLICE: Duration = Duration::from_millis(100);
