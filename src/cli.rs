@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use sockit::echo::protocol::Reply;
-use sockit::json::protocol::DEFAULT_MAX_SIZE;
+use sockit::echo::Reply;
+use sockit::json::DEFAULT_MAX_SIZE;
 
 /// sockit: the socket toolkit for the course's programs, and for real use.
 #[derive(Debug, Parser)]
@@ -409,7 +409,7 @@ pub struct ChatServe {
     pub max_clients: u32,
 
     /// Longest line a client may send (suffixes K, M); longer ones are refused
-    #[arg(long, value_name = "BYTES", default_value_t = sockit::chat::protocol::DEFAULT_MAX_LINE,
+    #[arg(long, value_name = "BYTES", default_value_t = sockit::chat::DEFAULT_MAX_LINE,
           value_parser = size)]
     pub max_line: usize,
 }
@@ -451,7 +451,7 @@ pub struct Ping {
 
     /// Probe size in bytes (at least 56: header and newline)
     #[arg(short, long, value_name = "BYTES", default_value_t = 64,
-          value_parser = clap::value_parser!(u64).range(sockit::ping::protocol::MIN_SIZE as u64..=sockit::ping::protocol::MAX_SIZE as u64))]
+          value_parser = clap::value_parser!(u64).range(sockit::ping::MIN_SIZE as u64..=sockit::ping::MAX_SIZE as u64))]
     pub size: u64,
 
     /// Print one JSON object with every figure instead of text
@@ -473,7 +473,7 @@ fn interval(s: &str) -> Result<Duration, String> {
 }
 
 fn nick(s: &str) -> Result<String, String> {
-    if sockit::chat::protocol::valid_nick(s) {
+    if sockit::chat::valid_nick(s) {
         Ok(s.to_string())
     } else {
         Err("a nick is 1-32 letters, digits, _ or -".to_string())
@@ -492,11 +492,8 @@ fn probability(s: &str) -> Result<f64, String> {
 /// A device name travels in every reply: printable, and short enough that
 /// a reply fits in three probes.
 fn device_name(s: &str) -> Result<String, String> {
-    if s.is_empty() || s.len() > sockit::lan::protocol::MAX_NAME {
-        return Err(format!(
-            "a name is 1 to {} bytes",
-            sockit::lan::protocol::MAX_NAME
-        ));
+    if s.is_empty() || s.len() > sockit::lan::MAX_NAME {
+        return Err(format!("a name is 1 to {} bytes", sockit::lan::MAX_NAME));
     }
     if s.chars().any(char::is_control) {
         return Err("a name cannot contain control characters".into());
@@ -543,7 +540,7 @@ fn reply_text(s: &str) -> Result<String, String> {
 }
 
 fn json_value(s: &str) -> Result<String, String> {
-    sockit::json::protocol::parse_value(s.as_bytes())
+    sockit::json::parse_value(s.as_bytes())
         .map(|_| s.to_string())
         .map_err(|e| format!("not valid JSON: {e}"))
 }

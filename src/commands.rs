@@ -167,11 +167,11 @@ async fn discover(args: Discover, ctx: Context) -> Result<()> {
 
 async fn respond(args: Respond, ctx: Context) -> Result<()> {
     let sockets = lan::respond::bind(args.bind.bind, args.port)?;
-    let host = lan::protocol::clip_name(&net::host_name());
+    let host = lan::clip_name(&net::host_name());
     let config = lan::respond::Config {
         name: args.name.unwrap_or_else(|| host.clone()),
         host,
-        limits: lan::protocol::Limits::default(),
+        limits: lan::Limits::default(),
     };
     announce(sockets.local)?;
     lan::respond::run(sockets, config, ctx).await;

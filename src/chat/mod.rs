@@ -1,7 +1,7 @@
 //! `sockit chat`: the course's chat room (seed 004 tasks 4 to 4-3), for
 //! the seed's own clients, `nc`, and ten thousand people at once.
 //!
-//! - [`protocol`]: line framing with the pause rule, commands, nicks, and
+//! - `protocol`: line framing with the pause rule, commands, nicks, and
 //!   the text of every line the server sends.
 //! - `log`: the room's output, stored once and read by every member.
 //! - `room`: members, nicks and outbound queues; the fan-out and the
@@ -11,6 +11,8 @@
 
 pub mod client;
 pub(crate) mod log;
-pub mod protocol;
+pub(crate) mod protocol;
 pub(crate) mod room;
+
+pub use protocol::{DEFAULT_MAX_LINE, valid_nick};
 pub mod server;

@@ -180,7 +180,7 @@ impl<'a> Command<'a> {
     }
 }
 
-/// True for a nick a user may take: 1 to [`MAX_NICK`] characters, each a
+/// True for a nick a user may take: 1 to `MAX_NICK` characters, each a
 /// letter of any script, a digit, `_` or `-`. That excludes spaces,
 /// brackets (no `[alice] ` look-alikes), controls and invisible
 /// characters.

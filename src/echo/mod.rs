@@ -4,7 +4,9 @@
 //! and `tcp` on one port; `client` is `echo send`.
 
 pub mod client;
-pub mod protocol;
+pub(crate) mod protocol;
+
+pub use protocol::Reply;
 pub mod server;
 pub(crate) mod tcp;
 pub(crate) mod udp;

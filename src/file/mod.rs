@@ -11,7 +11,7 @@
 //!
 //! One file per job:
 //!
-//! - [`protocol`]: the wire format (documented there) and the path-safety
+//! - `protocol`: the wire format (documented there) and the path-safety
 //!   rules, with no I/O, so both sides share one definition of each.
 //! - [`send`]: the sender; walks the paths and streams each file with
 //!   `sendfile(2)` while a second thread hashes it.
@@ -30,6 +30,6 @@
 mod install;
 mod paths;
 mod pipeline;
-pub mod protocol;
+pub(crate) mod protocol;
 pub mod receive;
 pub mod send;

@@ -1,17 +1,17 @@
-//! `sockit file receive`: accepts sessions (see [`super::protocol`]) and
+//! `sockit file receive`: accepts sessions (see `super::protocol`) and
 //! writes what they carry into one directory, never outside it.
 //!
 //! Each connection runs on a blocking thread: the data path is plain
 //! `read`/`write` with 1 MiB buffers in a three-stage pipeline per file
 //! (receive, hash, write), so on two cores the network, BLAKE3 and the
 //! page cache overlap. A file is received into a temporary
-//! name in DIR ([`protocol::partial_name`]), verified, fsynced once at the
+//! name in DIR (`protocol::partial_name`), verified, fsynced once at the
 //! end, and then linked (or, with `--overwrite`, renamed) to its final name,
 //! so a file under its final name is always complete and verified. A
 //! transfer cut short keeps its temporary file for the next offer of the
 //! same file to resume.
 //!
-//! Path safety: [`protocol::safe_path`] refuses absolute paths, `..` and
+//! Path safety: `protocol::safe_path` refuses absolute paths, `..` and
 //! the like; here every directory on the way is checked with `lstat` and a
 //! symlink or special file is refused, never followed. (A local user who
 //! can swap a directory for a symlink in DIR between our check and our use

@@ -1,5 +1,5 @@
 //! `sockit file send`: walks the paths, offers each entry to a receiver
-//! (see [`super::protocol`]), streams file data, and reports per entry.
+//! (see `super::protocol`), streams file data, and reports per entry.
 //!
 //! The data path is blocking I/O on two threads per file: this thread
 //! moves the file into the socket with `sendfile(2)` (no copy through user

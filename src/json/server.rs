@@ -1,6 +1,6 @@
 //! `sockit json serve`: every JSON value in, the same value back as one
 //! compact line; bad input answered with `{"error":...,"offset":...}` and
-//! the connection kept open (see [`super::protocol`] for the framing).
+//! the connection kept open (see `super::protocol` for the framing).
 //!
 //! Replies are written as the values are decoded and flushed when no
 //! further value is already waiting, so a client that pipelines many

@@ -1,7 +1,7 @@
 //! `sockit discover`: find the devices on the LAN (seed 004 task 7's caller).
 //!
 //! A probe goes to every IPv4 interface's directed broadcast address and to
-//! the IPv6 group [`GROUP_V6`] on every multicast interface, and is sent
+//! the IPv6 group `GROUP_V6` on every multicast interface, and is sent
 //! again twice within the window (UDP may lose any one of them). Replies
 //! come back to this run's own ephemeral port; sockit replies name the
 //! probe they answer, so another run's replies and any probe (our own

@@ -2,8 +2,8 @@
 //!
 //! Listens on UDP port 37021 over IPv4 (broadcasts reach it) and, where the
 //! host has IPv6, on the same port over IPv6 with the link-local group
-//! [`GROUP_V6`] joined on every multicast interface by index. What it
-//! answers, how big and how often is decided in [`protocol`]; this module
+//! `GROUP_V6` joined on every multicast interface by index. What it
+//! answers, how big and how often is decided in `protocol`; this module
 //! only moves the datagrams and holds each reply back for its random delay.
 
 use std::io::Write;
@@ -31,7 +31,7 @@ pub struct Config {
     pub limits: Limits,
 }
 
-/// Joins [`GROUP_V6`] on every IPv6 multicast interface; returns how many.
+/// Joins `GROUP_V6` on every IPv6 multicast interface; returns how many.
 /// A host without IPv6 multicast is answered over IPv4 only.
 pub fn join_group(socket: &UdpSocket) -> usize {
     let interfaces = match net::multicast_interfaces_v6() {
