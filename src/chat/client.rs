@@ -136,17 +136,10 @@ pub async fn join(messages: Messages, config: Config, ctx: Context) -> Result<()
                     None => None,
                 };
                 let name = config.name.as_deref().filter(|_| server == Server::Other);
-                let sent = match line {
-                    Some(line) if line != b"bye" && line != b"/quit" => {
-                        send_line(&mut writer, name, &line).await
-                    }
-                    _ => {
-                        leaving = Some(Instant::now() + LINGER);
-                        say_bye(&mut writer).await
-                    }
-                };
-                if let Err(e) = sent {
-                    break Err(broken(e));
+                match send_input(&mut writer, name, line).await {
+                    Ok(true) => {}
+                    Ok(false) => leaving = Some(Instant::now() + LINGER),
+                    Err(e) => break Err(broken(e)),
                 }
             }
         }
@@ -172,6 +165,25 @@ async fn recognise(
             .await?;
     }
     Ok(Server::Sockit)
+}
+
+/// Sends what the user typed: a line, or (for `bye`, `/quit` or the end
+/// of input) the goodbye. `Ok(false)` once leaving.
+async fn send_input(
+    writer: &mut (impl AsyncWriteExt + Unpin),
+    name: Option<&str>,
+    line: Option<Vec<u8>>,
+) -> std::io::Result<bool> {
+    match line {
+        Some(line) if line != b"bye" && line != b"/quit" => {
+            send_line(writer, name, &line).await?;
+            Ok(true)
+        }
+        _ => {
+            say_bye(writer).await?;
+            Ok(false)
+        }
+    }
 }
 
 /// Sends one typed line, with the seed 4-3 `[NAME] ` prefix when `name`
