@@ -71,7 +71,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::server::Config;
 use crate::error::{Error, Result};
-use crate::sys::udp::{Mmsg, RecvMeta, Wait, enable_gro};
+use crate::sys::udp::{GSO_MAX_SEGMENTS, Mmsg, RecvMeta, Wait, enable_gro};
 use crate::sys::{self, Ready};
 
 /// Bytes per receive buffer: more than any UDP payload (65,507 bytes over
@@ -93,11 +93,8 @@ const SEND_BATCH: usize = 64;
 /// fits the 1,280 bytes every IPv6 link, and any sane IPv4 one, carries.
 const GSO_MAX_SEGMENT: usize = 1200;
 
-/// Most datagrams in one GSO message (the kernel's UDP_MAX_SEGMENTS is 64
-/// before Linux 6.11 and 128 since) ...
-const GSO_MAX_SEGMENTS: usize = 64;
-
-/// ... and most payload bytes (an IP packet's 64 KiB, less headers).
+/// Most payload bytes in one GSO message (an IP packet's 64 KiB, less
+/// headers); at most [`GSO_MAX_SEGMENTS`] datagrams go in one, too.
 const GSO_MAX_BYTES: usize = 65_000;
 
 /// Delayed UDP replies that may wait at once.
