@@ -110,7 +110,8 @@ impl Error {
         }
     }
 
-    /// The peer closed the connection (end of stream) while `expected`.
+    /// The peer closed the connection (end of stream) early; `why` says
+    /// what we were still waiting for.
     pub fn ended(peer: impl Into<String>, why: &str) -> Self {
         Error::closed(peer, io::Error::new(io::ErrorKind::UnexpectedEof, why))
     }

@@ -23,7 +23,6 @@
 //! without waiting.
 
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -43,13 +42,6 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// The peer's address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        match self {
-            Stream::Plain(s) => s.peer_addr(),
-        }
-    }
-
     /// Ready when a read may make progress (data, end of stream or an
     /// error is waiting); registers `cx` for a wake-up otherwise.
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

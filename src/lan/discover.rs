@@ -101,14 +101,20 @@ pub async fn discover(config: Config, ctx: Context) -> Result<()> {
         sent: HashMap::new(),
         found: HashMap::new(),
     };
-    let sockets = Sockets { v4, v6 };
+    // One buffer per socket: both receives are polled at once.
+    let mut sockets = Sockets {
+        v4,
+        v6,
+        buf4: vec![0u8; 2048],
+        buf6: vec![0u8; 2048],
+    };
     let mut window = 0u64;
     if config.watch && !config.json {
         print_header(out)?;
     }
     loop {
         let whole = run
-            .probe_window(&sockets, config, &destinations, window, out, shutdown)
+            .probe_window(&mut sockets, config, &destinations, window, out, shutdown)
             .await?;
         if !whole {
             return run.finish(config, out, true);
@@ -121,11 +127,14 @@ pub async fn discover(config: Config, ctx: Context) -> Result<()> {
     }
 }
 
-/// The sockets probes go out on and answers come back to.
+/// The sockets probes go out on and answers come back to, each with its
+/// receive buffer (kept for the whole run).
 struct Sockets {
     v4: UdpSocket,
     /// `None` on a host without IPv6.
     v6: Option<UdpSocket>,
+    buf4: Vec<u8>,
+    buf6: Vec<u8>,
 }
 
 impl Run {
@@ -134,16 +143,13 @@ impl Run {
     /// shutdown cut it short.
     async fn probe_window(
         &mut self,
-        sockets: &Sockets,
+        sockets: &mut Sockets,
         config: &Config,
         destinations: &[Destination],
         window: u64,
         out: &mut impl Write,
         shutdown: &CancellationToken,
     ) -> Result<bool> {
-        // One buffer per socket: both receives are polled at once.
-        let mut buf4 = vec![0u8; 2048];
-        let mut buf6 = vec![0u8; 2048];
         let start = Instant::now();
         let deadline = start + config.window;
         let mut round = 0u32;
@@ -171,8 +177,8 @@ impl Run {
                 deadline
             };
             let received = tokio::select! {
-                r = sockets.v4.recv_from(&mut buf4) => r.map(|(n, from)| (&buf4[..n], from)),
-                r = recv_opt(sockets.v6.as_ref(), &mut buf6) => r.map(|(n, from)| (&buf6[..n], from)),
+                r = sockets.v4.recv_from(&mut sockets.buf4) => r.map(|(n, from)| (&sockets.buf4[..n], from)),
+                r = recv_opt(sockets.v6.as_ref(), &mut sockets.buf6) => r.map(|(n, from)| (&sockets.buf6[..n], from)),
                 _ = tokio::time::sleep_until(wake.into()) => continue,
                 _ = shutdown.cancelled() => return Ok(false),
             };
