@@ -412,6 +412,26 @@ pub struct ChatServe {
     #[arg(long, value_name = "BYTES", default_value_t = sockit::chat::DEFAULT_MAX_LINE,
           value_parser = size)]
     pub max_line: usize,
+
+    /// Lines a second one client may send, after a burst of --flood-burst
+    /// (0 = no limit). Beyond it the client is throttled: the server reads
+    /// its next line later, nothing is lost and nobody is disconnected
+    #[arg(long, value_name = "LINES_PER_S",
+          default_value_t = sockit::chat::server::DEFAULT_FLOOD.rate)]
+    pub flood: u32,
+
+    /// Lines one client may send at once before --flood applies
+    #[arg(long, value_name = "LINES",
+          default_value_t = sockit::chat::server::DEFAULT_FLOOD.burst,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub flood_burst: u32,
+
+    /// A client whose socket is full and that does not read what the room
+    /// said within this time is cut off (`* NICK was cut off (not
+    /// reading)`); until then the room waits for it once its 1 MiB window
+    /// is full
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
+    pub stall_timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -117,6 +117,11 @@ async fn chat_serve(args: ChatServe, ctx: Context) -> Result<()> {
         echo_self: args.echo_self,
         max_clients: args.max_clients as usize,
         max_line: args.max_line,
+        flood: (args.flood > 0).then_some(chat::server::Flood {
+            rate: args.flood,
+            burst: args.flood_burst,
+        }),
+        stall_timeout: args.stall_timeout,
     };
     chat::server::run(listen(listener), config, ctx).await
 }

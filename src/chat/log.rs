@@ -1,6 +1,6 @@
-//! The room's shared output: every line relayed to the room is stored
-//! once, in an append-only chain of sealed segments, and each member reads
-//! the chain through its own [`Outbox`].
+//! The room's shared output: every line the server sends, to the room or
+//! to one member, is stored once, in an append-only chain of sealed
+//! segments, and each member reads the chain through its own [`Outbox`].
 //!
 //! # Why a shared log
 //!
@@ -10,45 +10,70 @@
 //! kernel's own copy into the socket. Here a message is appended once;
 //! a member's writer hands the kernel slices of the shared segments with
 //! one `writev`, leaving out the pieces it must not get (its own messages,
-//! its own join notice).
+//! its own join notice, other members' private lines).
 //!
 //! # Segments
 //!
 //! Lines are appended to an open buffer; sealing moves that buffer into an
 //! immutable [`Segment`] linked after the previous one. A small room seals
 //! after every relay; a large one every flush tick (see `room.rs`). Each
-//! segment knows its global byte offset, and for each run of its bytes the
-//! one member that must not receive it (`skip`, 0 for nobody).
+//! segment knows its global byte offset, and for each run of its bytes who
+//! receives it ([`To`]).
 //!
 //! A member's [`Outbox`] holds an `Arc` of the segment it is reading, and
 //! through the `next` links every later one; a segment is freed as soon as
-//! the last member has read past it. How far a member is behind the sealed
-//! end is what the slow-client policy measures ([`Outbox::lag`]).
+//! the last member has read past it.
 //!
-//! # Private lines
+//! # Private lines are runs too
 //!
-//! Lines for one member (its welcome, `/who`, errors, `/msg`) wait in the
-//! member's own queue, each stamped with the log offset it was queued at;
-//! the writer sends it once the member has read the log that far. A `/msg`
-//! is stamped after sealing the sender's earlier messages, so a receiver
-//! sees each sender's lines in the order they were sent, private or not.
+//! Lines for one member (its welcome, `/who`, errors, `/msg`) are runs
+//! addressed to that member alone ([`To::Only`]), not a queue of their
+//! own. So a member's place in the log is everything the server still owes
+//! it: order holds between private and public lines without bookkeeping
+//! (a `/msg` lands after its sender's earlier messages because it is
+//! appended after them), and the room's flow control, which measures how
+//! far members are behind the log's end, covers private lines as well.
 
-use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::{Arc, OnceLock};
 
 /// Most slices handed to one `writev` (well within IOV_MAX).
 const MAX_SLICES: usize = 64;
 
+/// Who receives a run of the log. Member ids start at 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum To {
+    All,
+    /// Everyone but this member (its own messages, its own join).
+    AllBut(u64),
+    /// This member alone (a private line).
+    Only(u64),
+}
+
+impl To {
+    fn includes(self, me: u64) -> bool {
+        match self {
+            To::All => true,
+            To::AllBut(id) => id != me,
+            To::Only(id) => id == me,
+        }
+    }
+}
+
 /// One sealed stretch of the room's output.
 pub struct Segment {
     /// Global offset of the first byte.
     start: u64,
     bytes: Vec<u8>,
-    /// For each run of bytes, its end (offset within `bytes`) and the
-    /// member that must not receive it (0: everyone does). Ends ascend and
-    /// the last is `bytes.len()`.
-    runs: Vec<(usize, u64)>,
+    /// For each run of bytes, its end (offset within `bytes`) and who
+    /// receives it. Ends ascend and the last is `bytes.len()`.
+    runs: Vec<(usize, To)>,
+    /// Holds a run for more than one member.
+    public: bool,
+    /// The members its private runs are for, sorted: a member none of
+    /// them is for skips the whole segment at once (a connect storm's
+    /// welcomes would otherwise cost every member a step per newcomer).
+    only: Vec<u64>,
     next: OnceLock<Arc<Segment>>,
 }
 
@@ -58,8 +83,15 @@ impl Segment {
             start,
             bytes: Vec::new(),
             runs: Vec::new(),
+            public: false,
+            only: Vec::new(),
             next: OnceLock::new(),
         })
+    }
+
+    /// Whether nothing in it is for member `me`.
+    fn skips(&self, me: u64) -> bool {
+        !self.public && self.only.binary_search(&me).is_err()
     }
 
     /// Global offset just past the last byte.
@@ -67,10 +99,13 @@ impl Segment {
         self.start + self.bytes.len() as u64
     }
 
-    /// The run containing offset `off` (< len): its end and skip id.
-    fn run_at(&self, off: usize) -> (usize, u64) {
+    /// The run containing offset `off` (< len): its end and audience.
+    fn run_at(&self, off: usize) -> (usize, To) {
         let i = self.runs.partition_point(|&(end, _)| end <= off);
-        self.runs.get(i).copied().unwrap_or((self.bytes.len(), 0))
+        self.runs
+            .get(i)
+            .copied()
+            .unwrap_or((self.bytes.len(), To::All))
     }
 }
 
@@ -89,7 +124,9 @@ impl Drop for Segment {
 /// The writing side of the log, owned by the room (under its lock).
 pub struct Log {
     open: Vec<u8>,
-    runs: Vec<(usize, u64)>,
+    runs: Vec<(usize, To)>,
+    /// What is open holds a run for more than one member.
+    open_public: bool,
     tail: Arc<Segment>,
 }
 
@@ -98,22 +135,29 @@ impl Default for Log {
         Log {
             open: Vec::new(),
             runs: Vec::new(),
+            open_public: false,
             tail: Segment::empty(0),
         }
     }
 }
 
 impl Log {
-    /// Appends `bytes` for every member but `skip` (0: for everyone).
-    pub fn append(&mut self, skip: u64, bytes: &[u8]) {
+    /// Appends `bytes` for the members `to` names.
+    pub fn append(&mut self, to: To, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
         self.open.extend_from_slice(bytes);
+        self.open_public |= !matches!(to, To::Only(_));
         match self.runs.last_mut() {
-            Some((end, id)) if *id == skip => *end = self.open.len(),
-            _ => self.runs.push((self.open.len(), skip)),
+            Some((end, last)) if *last == to => *end = self.open.len(),
+            _ => self.runs.push((self.open.len(), to)),
         }
+    }
+
+    /// Whether what is open holds a line for more than one member.
+    pub fn has_public(&self) -> bool {
+        self.open_public
     }
 
     /// Bytes appended but not sealed yet.
@@ -127,10 +171,22 @@ impl Log {
         if self.open.is_empty() {
             return self.end();
         }
+        let runs = std::mem::take(&mut self.runs);
+        let mut only: Vec<u64> = runs
+            .iter()
+            .filter_map(|(_, to)| match to {
+                To::Only(id) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        only.sort_unstable();
+        only.dedup();
         let segment = Arc::new(Segment {
             start: self.tail.end(),
             bytes: std::mem::take(&mut self.open),
-            runs: std::mem::take(&mut self.runs),
+            runs,
+            public: std::mem::take(&mut self.open_public),
+            only,
             next: OnceLock::new(),
         });
         // Only the log links segments, under the room's lock, and each
@@ -151,19 +207,9 @@ impl Log {
             me,
             segment: self.tail.clone(),
             off: self.tail.bytes.len(),
-            private: VecDeque::new(),
-            private_bytes: 0,
-            current: None,
             stop: None,
-            cut_off: false,
         }
     }
-}
-
-/// A line for one member, to go out once the log is read up to `at`.
-struct Private {
-    at: u64,
-    bytes: Vec<u8>,
 }
 
 /// How a write went.
@@ -175,20 +221,14 @@ pub enum Wrote {
     Blocked,
 }
 
-/// One member's reading position in the log, plus its private lines.
+/// One member's reading position in the log.
 pub struct Outbox {
     me: u64,
     segment: Arc<Segment>,
     /// Bytes of `segment` already written (or skipped).
     off: usize,
-    private: VecDeque<Private>,
-    private_bytes: usize,
-    /// A private line being written and how much of it went out.
-    current: Option<(Vec<u8>, usize)>,
     /// Read the log no further than this (the member has left).
     stop: Option<u64>,
-    /// It fell too far behind: see [`Outbox::cut_off`].
-    cut_off: bool,
 }
 
 impl Outbox {
@@ -197,36 +237,14 @@ impl Outbox {
         self.segment.start + self.off as u64
     }
 
-    /// Bytes of the log sealed up to `end` not yet written, plus private
-    /// lines waiting: what the slow-client policy limits.
-    pub fn lag(&self, end: u64) -> usize {
-        if self.cut_off {
-            return usize::MAX;
-        }
-        let log = usize::try_from(end.saturating_sub(self.position())).unwrap_or(usize::MAX);
-        let current = self.current.as_ref().map_or(0, |(b, w)| b.len() - w);
-        log.saturating_add(self.private_bytes)
-            .saturating_add(current)
-    }
-
-    /// Lets go of the log and of everything queued: the member is cut off
-    /// (from now on it lags without end and nothing is queued for it).
+    /// Lets go of the log: the member was cut off, and nothing more is
+    /// written to it. What it had not read is freed once nobody else
+    /// needs it.
     pub fn cut_off(&mut self) {
-        self.cut_off = true;
-        self.segment = Segment::empty(u64::MAX);
+        let at = self.position();
+        self.segment = Segment::empty(at);
         self.off = 0;
-        self.private = VecDeque::new();
-        self.private_bytes = 0;
-        self.current = None;
-    }
-
-    /// Queues a private line to go out after the log up to `at`.
-    pub fn push_private(&mut self, at: u64, bytes: Vec<u8>) {
-        if self.cut_off {
-            return;
-        }
-        self.private_bytes += bytes.len();
-        self.private.push_back(Private { at, bytes });
+        self.stop = Some(at);
     }
 
     /// Reads the log no further than `end` from now on (the member left).
@@ -234,57 +252,27 @@ impl Outbox {
         self.stop = Some(self.stop.map_or(end, |s| s.min(end)));
     }
 
-    /// Whether anything is left to write, given the sealed end.
+    /// Whether anything is left to write, given the sealed end (skipped
+    /// runs count until they are passed).
     pub fn has_pending(&self, end: u64) -> bool {
-        self.current.is_some() || !self.private.is_empty() || self.position() < self.limit(end)
+        self.position() < self.limit(end)
     }
 
     fn limit(&self, end: u64) -> u64 {
         self.stop.map_or(end, |s| s.min(end))
     }
 
-    /// Writes what is pending (log up to `end`, private lines in their
-    /// places) with `write`, a vectored non-blocking write, until it is all
-    /// written or the socket is full. At most `rounds` writes are made;
-    /// `Ok(None)` means more is left after them.
+    /// Writes the log up to `end` with `write`, a vectored non-blocking
+    /// write, until it is all written or the socket is full. At most
+    /// `rounds` writes are made; `Ok(None)` means more is left after them.
     pub fn write(
         &mut self,
         end: u64,
         rounds: usize,
         mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
     ) -> io::Result<Option<Wrote>> {
+        let upto = self.limit(end);
         for _ in 0..rounds {
-            if let Some((bytes, written)) = &mut self.current {
-                match write(&[IoSlice::new(&bytes[*written..])]) {
-                    Ok(n) => *written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        return Ok(Some(Wrote::Blocked));
-                    }
-                    Err(e) => return Err(e),
-                }
-                if *written < bytes.len() {
-                    return Ok(Some(Wrote::Blocked));
-                }
-                self.current = None;
-                continue;
-            }
-            // The next private line is due once the log is written up to
-            // where it was queued (or as far as this member reads).
-            let limit = self.limit(end);
-            let upto = match self.private.front() {
-                Some(p) => {
-                    let at = p.at.min(limit);
-                    if self.skip_to(at) >= at {
-                        if let Some(p) = self.private.pop_front() {
-                            self.private_bytes -= p.bytes.len();
-                            self.current = Some((p.bytes, 0));
-                        }
-                        continue;
-                    }
-                    at
-                }
-                None => limit,
-            };
             self.skip_to(upto);
             let mut slices = Vec::with_capacity(MAX_SLICES);
             self.slices(upto, &mut slices);
@@ -305,11 +293,16 @@ impl Outbox {
                 return Ok(Some(Wrote::Blocked));
             }
         }
-        Ok(None)
+        self.skip_to(upto);
+        Ok(if self.position() < upto {
+            None
+        } else {
+            Some(Wrote::All)
+        })
     }
 
-    /// Moves past skipped runs and finished segments without passing
-    /// `upto`; returns the position reached.
+    /// Moves past runs not for this member and finished segments without
+    /// passing `upto`; returns the position reached.
     fn skip_to(&mut self, upto: u64) -> u64 {
         loop {
             if self.off >= self.segment.bytes.len() {
@@ -326,8 +319,12 @@ impl Outbox {
             if self.position() >= upto {
                 break;
             }
-            let (run_end, skip) = self.segment.run_at(self.off);
-            if skip != self.me {
+            if self.segment.skips(self.me) {
+                self.off = self.segment.bytes.len().min(self.local(upto));
+                continue;
+            }
+            let (run_end, to) = self.segment.run_at(self.off);
+            if to.includes(self.me) {
                 break;
             }
             self.off = run_end.min(self.local(upto));
@@ -341,7 +338,7 @@ impl Outbox {
         usize::try_from(upto.saturating_sub(self.segment.start)).unwrap_or(usize::MAX)
     }
 
-    /// The unskipped slices from the position up to `upto`.
+    /// The slices for this member from the position up to `upto`.
     fn slices<'a>(&'a self, upto: u64, out: &mut Vec<IoSlice<'a>>) {
         let mut segment: &'a Arc<Segment> = &self.segment;
         let mut off = self.off;
@@ -359,10 +356,10 @@ impl Outbox {
                     None => return,
                 }
             }
-            let (run_end, skip) = segment.run_at(off);
+            let (run_end, to) = segment.run_at(off);
             let stop = run_end
                 .min(usize::try_from(upto.saturating_sub(segment.start)).unwrap_or(usize::MAX));
-            if skip != self.me {
+            if to.includes(self.me) {
                 out.push(IoSlice::new(&segment.bytes[off..stop]));
             }
             off = stop;
@@ -395,10 +392,10 @@ mod tests {
         let mut log = Log::default();
         let outbox = log.outbox(1);
         for _ in 0..200_000 {
-            log.append(0, b"x\n");
+            log.append(To::All, b"x\n");
             log.seal();
         }
-        assert_eq!(outbox.lag(log.end()), 400_000);
+        assert_eq!(log.end() - outbox.position(), 400_000);
         // The outbox holds the only reference to all but the last segment.
         drop(outbox);
         assert_eq!(Arc::strong_count(&log.tail), 1);
@@ -408,20 +405,22 @@ mod tests {
     fn a_member_skips_its_own_pieces_and_only_those() {
         let mut log = Log::default();
         let mut outbox = log.outbox(7);
-        log.append(0, b"all ");
-        log.append(7, b"mine ");
-        log.append(8, b"theirs ");
-        log.append(0, b"end");
+        log.append(To::All, b"all ");
+        log.append(To::AllBut(7), b"mine ");
+        log.append(To::AllBut(8), b"theirs ");
+        log.append(To::Only(9), b"for nine ");
+        log.append(To::Only(7), b"for me ");
+        log.append(To::All, b"end");
         let end = log.seal();
         let mut out = Vec::new();
         let wrote = outbox.write(end, 10, |slices| {
-            assert_eq!(slices.len(), 3);
+            assert_eq!(slices.len(), 4);
             let n = slices.iter().map(|s| s.len()).sum();
             slices.iter().for_each(|s| out.extend_from_slice(s));
             Ok(n)
         });
         assert_eq!(wrote.unwrap(), Some(Wrote::All));
-        assert_eq!(out, b"all theirs end");
+        assert_eq!(out, b"all theirs for me end");
         assert_eq!(outbox.position(), end);
         assert!(!outbox.has_pending(end));
     }

@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 /// Default for `--max-line`: the longest line a client may send, in bytes.
@@ -65,41 +66,53 @@ impl LineFramer {
     }
 
     /// Feeds bytes just read, calling `on` for every complete line and for
-    /// every line found too long.
-    pub fn feed(&mut self, mut data: &[u8], on: &mut impl FnMut(Input<'_>)) {
-        while let Some(end) = memchr::memchr(b'\n', data) {
-            let (line, rest) = (&data[..end], &data[end + 1..]);
-            data = rest;
-            if self.discarding {
+    /// every line found too long, until `on` breaks; returns how many bytes
+    /// of `data` were taken (all of them unless `on` broke). The caller
+    /// feeds the rest again later: that is how a sender is throttled
+    /// between two lines of one read.
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        on: &mut impl FnMut(Input<'_>) -> ControlFlow<()>,
+    ) -> usize {
+        let mut rest = data;
+        while let Some(end) = memchr::memchr(b'\n', rest) {
+            let line = &rest[..end];
+            rest = &rest[end + 1..];
+            let flow = if self.discarding {
                 self.discarding = false;
-                continue;
-            }
-            if self.partial.is_empty() {
-                self.emit(line, on);
+                ControlFlow::Continue(())
+            } else if self.partial.is_empty() {
+                self.emit(line, on)
             } else if self.partial.len() + line.len() > self.max_line + 1 {
                 self.clear_partial();
-                on(Input::TooLong);
+                on(Input::TooLong)
             } else {
                 let mut whole = std::mem::take(&mut self.partial);
                 whole.extend_from_slice(line);
-                self.emit(&whole, on);
+                let flow = self.emit(&whole, on);
                 whole.clear();
                 if whole.capacity() <= KEEP_PARTIAL {
                     self.partial = whole;
                 }
+                flow
+            };
+            if flow.is_break() {
+                return data.len() - rest.len();
             }
         }
-        if data.is_empty() || self.discarding {
-            return;
+        if rest.is_empty() || self.discarding {
+            return data.len();
         }
         // One byte of slack for a `\r` still waiting for its `\n`.
-        if self.partial.len() + data.len() > self.max_line + 1 {
+        if self.partial.len() + rest.len() > self.max_line + 1 {
             self.clear_partial();
             self.discarding = true;
-            on(Input::TooLong);
+            let _ = on(Input::TooLong);
         } else {
-            self.partial.extend_from_slice(data);
+            self.partial.extend_from_slice(rest);
         }
+        data.len()
     }
 
     /// True while bytes of an unfinished line are held (or skipped): the
@@ -109,21 +122,25 @@ impl LineFramer {
     }
 
     /// The sender paused or closed: what it sent so far is a whole line.
-    pub fn flush(&mut self, on: &mut impl FnMut(Input<'_>)) {
+    pub fn flush(&mut self, on: &mut impl FnMut(Input<'_>) -> ControlFlow<()>) {
         if self.discarding {
             self.discarding = false;
         } else if !self.partial.is_empty() {
             let whole = std::mem::take(&mut self.partial);
-            self.emit(&whole, on);
+            let _ = self.emit(&whole, on);
         }
     }
 
-    fn emit(&self, line: &[u8], on: &mut impl FnMut(Input<'_>)) {
+    fn emit(
+        &self,
+        line: &[u8],
+        on: &mut impl FnMut(Input<'_>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.len() > self.max_line {
-            on(Input::TooLong);
+            on(Input::TooLong)
         } else {
-            on(Input::Line(line));
+            on(Input::Line(line))
         }
     }
 
@@ -252,9 +269,9 @@ pub enum Notice<'a> {
         nick: &'a str,
         online: usize,
     },
+    /// A member that did not read in time (`super::server`'s stall rule).
     CutOff {
         nick: &'a str,
-        online: usize,
     },
     /// Joins and leaves of a large room, summed over an interval.
     Presence {
@@ -296,10 +313,7 @@ impl Notice<'_> {
             ),
             Notice::Joined { nick, online } => write!(line, "{nick} joined ({online} online)"),
             Notice::Left { nick, online } => write!(line, "{nick} left ({online} online)"),
-            Notice::CutOff { nick, online } => write!(
-                line,
-                "{nick} was disconnected: not reading ({online} online)"
-            ),
+            Notice::CutOff { nick } => write!(line, "{nick} was cut off (not reading)"),
             Notice::Presence {
                 joined,
                 left,
@@ -314,7 +328,7 @@ impl Notice<'_> {
                     parts.push(format!("{left} left"));
                 }
                 if *cut_off > 0 {
-                    parts.push(format!("{cut_off} disconnected for not reading"));
+                    parts.push(format!("{cut_off} cut off for not reading"));
                 }
                 write!(line, "{} ({online} online)", parts.join(", "))
             }
@@ -364,13 +378,40 @@ mod tests {
 
     fn frame(framer: &mut LineFramer, data: &[u8]) -> Vec<String> {
         let mut got = Vec::new();
-        framer.feed(data, &mut |input| {
+        let taken = framer.feed(data, &mut |input| {
             got.push(match input {
                 Input::Line(l) => String::from_utf8_lossy(l).into_owned(),
                 Input::TooLong => "<too long>".to_string(),
-            })
+            });
+            ControlFlow::Continue(())
         });
+        assert_eq!(taken, data.len());
         got
+    }
+
+    #[test]
+    fn a_break_leaves_the_rest_for_later() {
+        let input = b"one\ntwo\r\nthree\nfour";
+        let mut f = LineFramer::new(100);
+        let mut got = Vec::new();
+        let take = |data: &[u8], f: &mut LineFramer, got: &mut Vec<String>| {
+            f.feed(data, &mut |input| {
+                if let Input::Line(l) = input {
+                    got.push(String::from_utf8_lossy(l).into_owned());
+                }
+                ControlFlow::Break(())
+            })
+        };
+        let first = take(input, &mut f, &mut got);
+        assert_eq!(first, 4);
+        let second = take(&input[first..], &mut f, &mut got);
+        assert_eq!(second, 5);
+        let rest = &input[first + second..];
+        assert_eq!(take(rest, &mut f, &mut got), 6);
+        // The unfinished tail is taken and kept, as without a break.
+        assert_eq!(take(&rest[6..], &mut f, &mut got), 4);
+        assert_eq!(got, ["one", "two", "three"]);
+        assert!(f.has_partial());
     }
 
     #[test]
@@ -392,7 +433,10 @@ mod tests {
         assert!(frame(&mut f, b"lo").is_empty());
         assert!(f.has_partial());
         let mut got = Vec::new();
-        f.flush(&mut |i| got.push(format!("{i:?}")));
+        f.flush(&mut |i| {
+            got.push(format!("{i:?}"));
+            ControlFlow::Continue(())
+        });
         assert_eq!(got, [format!("{:?}", Input::Line(b"hello"))]);
         assert!(!f.has_partial());
     }

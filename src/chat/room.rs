@@ -1,7 +1,7 @@
-//! The room: who is connected, under which nick, and each member's
-//! outbound queue.
+//! The room: who is connected, under which nick, where each member is in
+//! the room's output, and the flow control that keeps them together.
 //!
-//! # Fan-out and the slow-client policy
+//! # Fan-out
 //!
 //! A message is relayed by the task that read it: it appends the batch of
 //! lines one read brought in to the room's shared [`Log`], once, whatever
@@ -12,12 +12,32 @@
 //! a busy room said meanwhile with one `writev`, which is where the speed
 //! comes from. Nothing is awaited while a lock is held.
 //!
-//! A member may fall at most [`OUTBOX_LIMIT`] bytes behind the log (beyond
-//! what the kernel's socket buffers already hold). A member further behind
-//! has stopped reading (or reads far slower than the room talks): its own
-//! task, which checks this whenever it is woken, disconnects it, lets go of
-//! the log and tells the room. Nobody ever waits for a slow member, and a
-//! slow member holds at most that much of the log.
+//! # Flow control: the room goes at the pace of its slowest reader
+//!
+//! Nobody's line is ever dropped for being late. Instead the log may run
+//! at most [`WINDOW`] bytes ahead of the slowest member still in the room
+//! (its *floor*, beyond what the kernel's socket buffers already hold).
+//! A sender that finds the window full stops reading its socket
+//! ([`Room::admit`] says no), so TCP pushes back on it as a pipe would; it
+//! is woken when the slowest members have caught up to half the window
+//! (the hysteresis keeps a full room from waking its senders for every
+//! few bytes), and each sender woken then gets one read's turn before the
+//! window is looked at again, so a flooder cannot take every turn from a
+//! sender who has one line to say.
+//!
+//! That makes memory bounded (one window of log, shared, whatever the
+//! number of members) and lossless for every reader that reads, and puts
+//! the cost of a reader that does not read on time: the server cuts off
+//! a member that does not catch up with what the room had said within the
+//! stall timeout (see `super::server`). Until then the others wait at
+//! most that long, and only once the window is full, which at chat rates
+//! (and in every benchmark shape, where a whole run is smaller than the
+//! window plus the kernel's buffers) it never is.
+//!
+//! Why not cut off a member as soon as it is some number of bytes behind,
+//! as this room once did: then one flooding sender decides who is "too
+//! slow", and an honest reader that merely reads slower than the flood
+//! arrives loses its connection and everything after it.
 //!
 //! # Join and leave notices
 //!
@@ -34,11 +54,15 @@ use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 
-use super::log::{Log, Outbox, Wrote};
+use super::log::{Log, Outbox, To, Wrote};
 use super::protocol::{MAX_WHO, Notice, nick_key};
 
-/// Bytes a member may fall behind before it is cut off.
-pub const OUTBOX_LIMIT: usize = 1024 * 1024;
+/// How far the log may run ahead of the slowest member, in bytes: the
+/// only buffer of the room's output besides the kernel's. Large enough
+/// that a member who stopped reading does not hold anyone up at chat
+/// rates (a whole 1,000-client benchmark run is 640 KB per member), small
+/// enough that a full window drains in milliseconds for readers that read.
+pub const WINDOW: u64 = 1024 * 1024;
 
 /// Largest room that is told of every join and leave one by one and gets
 /// every message written at once; larger rooms sum up joins and leaves
@@ -73,6 +97,18 @@ pub struct Room {
     log: Mutex<Log>,
     /// The log's sealed end, for readers that do not take its lock.
     end: AtomicU64,
+    /// The end of the last sealed line meant for more than one member: a
+    /// large room's flush wakes only members behind it, so a private line
+    /// does not wake everyone.
+    public_end: AtomicU64,
+    /// No member is behind this (a lower bound, raised by
+    /// [`Room::rescan`]): the window's start.
+    floor: AtomicU64,
+    /// Senders waiting for the window to open.
+    held: Mutex<Vec<Arc<Member>>>,
+    held_count: AtomicUsize,
+    /// Members whose private line waits for the next flush to be sealed.
+    newcomers: Mutex<Vec<Arc<Member>>>,
     /// Relay a sender's messages back to it too (seed task 4's behaviour).
     echo_self: bool,
     /// Connections beyond this are told `* error: server full`.
@@ -134,7 +170,7 @@ struct Presence {
 pub enum Leave {
     /// `/quit`, `bye`, a closed or broken connection.
     Left,
-    /// It fell too far behind: it stopped reading.
+    /// It did not read what the room said in time.
     CutOff,
     /// The server is shutting down: nobody is told.
     Shutdown,
@@ -153,6 +189,11 @@ impl Room {
             online: AtomicUsize::new(0),
             log: Mutex::new(Log::default()),
             end: AtomicU64::new(0),
+            public_end: AtomicU64::new(0),
+            floor: AtomicU64::new(0),
+            held: Mutex::new(Vec::new()),
+            held_count: AtomicUsize::new(0),
+            newcomers: Mutex::new(Vec::new()),
             echo_self,
             max_clients,
             next_guest: AtomicU64::new(1),
@@ -162,8 +203,14 @@ impl Room {
         }
     }
 
-    /// Tells every member's task that the server is shutting down.
+    /// Tells every member that the server is shutting down (one line in
+    /// the log, for everyone) and wakes their tasks to say goodbye.
     pub fn close_all(&self) {
+        {
+            let mut log = lock(&self.log);
+            log.append(To::All, &Notice::ShuttingDown.to_bytes());
+            self.seal(&mut log);
+        }
         self.closing.store(true, Ordering::SeqCst);
         read(&self.members).wake_all(0);
     }
@@ -174,15 +221,19 @@ impl Room {
     }
 
     /// The log's sealed end.
-    fn end(&self) -> u64 {
+    pub fn end(&self) -> u64 {
         self.end.load(Ordering::Acquire)
     }
 
     /// Seals what `log` (the room's, locked) holds open and publishes the
     /// new end; returns it.
     fn seal(&self, log: &mut Log) -> u64 {
+        let public = log.has_public();
         let end = log.seal();
         self.end.store(end, Ordering::Release);
+        if public {
+            self.public_end.store(end, Ordering::Release);
+        }
         end
     }
 
@@ -194,8 +245,9 @@ impl Room {
     /// tells the room. `None` when the room is full.
     pub fn join(&self) -> Option<(Arc<Member>, Arc<str>)> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        // The welcome and the notice are queued under the table's lock, so
-        // a newcomer's first line is its welcome and every count is exact.
+        // The welcome and the notice are appended under the table's lock,
+        // so a newcomer's first line is its welcome and every count is
+        // exact.
         let mut members = write(&self.members);
         let online = members.len() + 1;
         if online > self.max_clients {
@@ -209,34 +261,37 @@ impl Room {
             }
         };
         members.nicks.insert(nick.to_string(), (id, nick.clone()));
+        let small = online <= LARGE_ROOM;
         let member = {
             let mut log = lock(&self.log);
-            let mut outbox = log.outbox(id);
-            outbox.push_private(
-                log.end(),
-                Notice::Welcome {
+            // A newcomer reads from the sealed end on: what is open must
+            // not be for it (others' welcomes are not).
+            if log.has_public() {
+                self.seal(&mut log);
+            }
+            let member = Arc::new(Member::new(id, log.outbox(id)));
+            let welcome = Notice::Welcome {
+                nick: &nick,
+                online,
+            };
+            log.append(To::Only(id), &welcome.to_bytes());
+            if small {
+                // Everyone but the newcomer hears of it at once.
+                let joined = Notice::Joined {
                     nick: &nick,
                     online,
-                }
-                .to_bytes(),
-            );
-            if online <= LARGE_ROOM {
-                // Everyone but the newcomer hears of it at once.
-                log.append(
-                    id,
-                    &Notice::Joined {
-                        nick: &nick,
-                        online,
-                    }
-                    .to_bytes(),
-                );
+                };
+                log.append(To::AllBut(id), &joined.to_bytes());
                 self.seal(&mut log);
             } else {
+                // Sealed by the next flush tick, with the other joins of a
+                // connect storm, which wakes the newcomer then.
                 lock(&self.presence).joined += 1;
+                lock(&self.newcomers).push(member.clone());
             }
-            Arc::new(Member::new(id, outbox))
+            member
         };
-        if online <= LARGE_ROOM {
+        if small {
             members.wake_all(id);
         }
         members.by_slot[slot(id)].insert(id, member.clone());
@@ -244,10 +299,25 @@ impl Room {
         Some((member, nick))
     }
 
-    /// Removes a member and tells the room how it left. The member's
-    /// writer stops at what the log held when it left.
-    pub fn leave(&self, member: &Member, nick: &str, how: Leave) {
-        member.outbox().stop_at(self.end());
+    /// Removes a member and tells the room how it left. `last`, if any,
+    /// is the member's own last line (`* bye`); its writer stops after
+    /// it. A member cut off lets go of the log at once.
+    pub fn leave(&self, member: &Member, nick: &str, how: Leave, last: Option<&[u8]>) {
+        let end = {
+            let mut log = lock(&self.log);
+            if let Some(last) = last {
+                log.append(To::Only(member.id), last);
+            }
+            self.seal(&mut log)
+        };
+        {
+            let mut outbox = member.outbox();
+            if how == Leave::CutOff {
+                outbox.cut_off();
+            } else {
+                outbox.stop_at(end);
+            }
+        }
         let mut members = write(&self.members);
         if members.by_slot[slot(member.id)]
             .remove(&member.id)
@@ -265,38 +335,46 @@ impl Room {
         }
         let online = members.len();
         self.online.store(online, Ordering::Relaxed);
-        if how == Leave::Shutdown {
-            return;
-        }
-        // Announced one by one in a room that had up to LARGE_ROOM
-        // members, under the lock like joins (so nothing is deferred).
-        if online < LARGE_ROOM {
-            let notice = match how {
-                Leave::CutOff => Notice::CutOff { nick, online },
-                _ => Notice::Left { nick, online },
-            };
-            let mut log = lock(&self.log);
-            log.append(0, &notice.to_bytes());
-            self.seal(&mut log);
-            drop(log);
-            members.wake_all(0);
-        } else {
-            let mut presence = lock(&self.presence);
-            match how {
-                Leave::CutOff => presence.cut_off += 1,
-                _ => presence.left += 1,
+        if how != Leave::Shutdown {
+            // Announced one by one in a room that had up to LARGE_ROOM
+            // members, under the lock like joins (so nothing is deferred).
+            if online < LARGE_ROOM {
+                let notice = match how {
+                    Leave::CutOff => Notice::CutOff { nick },
+                    _ => Notice::Left { nick, online },
+                };
+                let mut log = lock(&self.log);
+                log.append(To::All, &notice.to_bytes());
+                self.seal(&mut log);
+                drop(log);
+                members.wake_all(0);
+            } else {
+                let mut presence = lock(&self.presence);
+                match how {
+                    Leave::CutOff => presence.cut_off += 1,
+                    _ => presence.left += 1,
+                }
             }
+        }
+        drop(members);
+        // It may have been the slowest member, holding senders back.
+        if self.held_count.load(Ordering::Acquire) > 0 {
+            self.release();
         }
     }
 
     /// Appends `bytes` for every member, but not for `from` unless the
     /// room echoes senders' messages back.
     pub fn relay(&self, from: u64, bytes: &[u8]) {
-        let skip = if self.echo_self { 0 } else { from };
-        self.publish(skip, bytes);
+        let to = if self.echo_self {
+            To::All
+        } else {
+            To::AllBut(from)
+        };
+        self.publish(to, bytes);
     }
 
-    /// Appends `bytes` for every member but `skip` (0: for everyone).
+    /// Appends `bytes` for every member.
     ///
     /// A small room seals it and wakes every member at once. A room of
     /// more than [`LARGE_ROOM`] members leaves it for the next
@@ -304,53 +382,54 @@ impl Room {
     /// leaves in one write per member instead of one per message (the
     /// write, not the copy, is what costs). [`FLUSH_NOW`] unsealed bytes
     /// are sent at once.
-    pub fn broadcast(&self, skip: Option<u64>, bytes: &[u8]) {
-        self.publish(skip.unwrap_or(0), bytes);
+    pub fn broadcast(&self, bytes: &[u8]) {
+        self.publish(To::All, bytes);
     }
 
-    fn publish(&self, skip: u64, bytes: &[u8]) {
+    fn publish(&self, to: To, bytes: &[u8]) {
         let large = self.is_large();
         {
             let mut log = lock(&self.log);
-            log.append(skip, bytes);
+            log.append(to, bytes);
             if large && log.open_len() < FLUSH_NOW {
                 return;
             }
             self.seal(&mut log);
         }
+        let skip = match to {
+            To::AllBut(id) => id,
+            _ => 0,
+        };
         read(&self.members).wake_all(skip);
     }
 
     /// A flush tick of a large room: seals what was appended and wakes
-    /// the members of flush slot `slot` that have not written up to it.
+    /// the members of flush slot `slot` that have not written up to the
+    /// last line meant for them all, and every newcomer.
     pub fn flush(&self, slot: usize) {
-        let end = self.seal(&mut lock(&self.log));
+        self.seal(&mut lock(&self.log));
+        for member in std::mem::take(&mut *lock(&self.newcomers)) {
+            member.waker.wake();
+        }
+        let public = self.public_end.load(Ordering::Acquire);
         let members = read(&self.members);
         let Some(group) = members.by_slot.get(slot) else {
             return;
         };
         for member in group.values() {
-            if member.written.load(Ordering::Relaxed) < end {
+            if member.written.load(Ordering::Relaxed) < public {
                 member.waker.wake();
             }
         }
     }
 
-    /// Queues `bytes` for `member` alone and wakes its task.
-    pub fn tell(&self, member: &Member, bytes: Vec<u8>) {
-        self.queue_private(member, self.end(), bytes);
-    }
-
-    /// Queues a private line for `member` after the log up to `at`, or
-    /// cuts the member off if that puts it too far behind.
-    fn queue_private(&self, member: &Member, at: u64, bytes: Vec<u8>) {
+    /// Appends `bytes` for `member` alone, sealed at once (an answer to
+    /// its command should not wait for a flush), and wakes its task.
+    pub fn tell(&self, member: &Member, bytes: &[u8]) {
         {
-            let mut outbox = member.outbox();
-            if outbox.lag(self.end()).saturating_add(bytes.len()) > OUTBOX_LIMIT {
-                outbox.cut_off();
-            } else {
-                outbox.push_private(at, bytes);
-            }
+            let mut log = lock(&self.log);
+            log.append(To::Only(member.id), bytes);
+            self.seal(&mut log);
         }
         member.waker.wake();
     }
@@ -378,7 +457,6 @@ impl Room {
         }
         if *old != *new {
             self.broadcast(
-                None,
                 &Notice::Renamed {
                     from: old,
                     to: &new,
@@ -389,18 +467,30 @@ impl Room {
         Ok(new)
     }
 
-    /// Queues `bytes` for the member called `nick` (any case), after
-    /// everything the sender relayed before; returns that member's id and
-    /// nick as spelled, if there is one.
-    pub fn send_to(&self, nick: &str, bytes: impl FnOnce(&str) -> Vec<u8>) -> Option<u64> {
+    /// Sends the line `bytes` makes (given the receiver's nick as spelled)
+    /// to the member called `nick` (any case) and, unless that is the
+    /// sender itself, a copy to `from`. Both land after everything the
+    /// sender relayed before. Returns whether there was such a member.
+    pub fn send_to(&self, from: &Member, nick: &str, bytes: impl FnOnce(&str) -> Vec<u8>) -> bool {
         let members = read(&self.members);
-        let (id, spelled) = members.nicks.get(&nick_key(nick))?;
-        let member = members.get(*id)?;
-        // Seal first: the sender's earlier messages may still be unsealed,
-        // and the private line must not overtake them.
-        let at = self.seal(&mut lock(&self.log));
-        self.queue_private(member, at, bytes(spelled));
-        Some(*id)
+        let Some((id, spelled)) = members.nicks.get(&nick_key(nick)) else {
+            return false;
+        };
+        let Some(member) = members.get(*id) else {
+            return false;
+        };
+        let line = bytes(spelled);
+        {
+            let mut log = lock(&self.log);
+            log.append(To::Only(member.id), &line);
+            if member.id != from.id {
+                log.append(To::Only(from.id), &line);
+            }
+            self.seal(&mut log);
+        }
+        member.waker.wake();
+        from.waker.wake();
+        true
     }
 
     /// The `/who` answer: how many are online and their nicks, sorted.
@@ -460,17 +550,16 @@ impl Room {
         self.online.load(Ordering::Relaxed)
     }
 
-    /// What is waiting for `member`'s task.
-    pub fn queued(&self, member: &Member) -> Queued {
-        let end = self.end();
-        let outbox = member.outbox();
-        if outbox.lag(end) > OUTBOX_LIMIT {
-            Queued::Overflowed
-        } else if outbox.has_pending(end) {
-            Queued::Bytes
-        } else {
-            Queued::Nothing
-        }
+    /// Whether the log holds anything `member` has not written yet (or
+    /// skipped).
+    pub fn pending(&self, member: &Member) -> bool {
+        member.outbox().has_pending(self.end())
+    }
+
+    /// How far `member` is behind the log's end, in bytes.
+    pub fn lag(&self, member: &Member) -> u64 {
+        self.end()
+            .saturating_sub(member.written.load(Ordering::Relaxed))
     }
 
     /// Writes what is waiting for `member` with `write` (a non-blocking
@@ -482,18 +571,85 @@ impl Room {
         write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
     ) -> io::Result<Flow> {
         let end = self.end();
-        let mut outbox = member.outbox();
-        if outbox.lag(end) > OUTBOX_LIMIT {
-            outbox.cut_off();
-            return Ok(Flow::CutOff);
+        let (wrote, before, after) = {
+            let mut outbox = member.outbox();
+            let before = outbox.position();
+            let wrote = outbox.write(end, rounds, write);
+            let after = outbox.position();
+            member.written.store(after, Ordering::Relaxed);
+            (wrote, before, after)
+        };
+        // Only the slowest members can open the window: the others need
+        // not look.
+        if after > before
+            && before <= self.floor.load(Ordering::Relaxed)
+            && self.held_count.load(Ordering::Acquire) > 0
+        {
+            self.release();
         }
-        let wrote = outbox.write(end, rounds, write);
-        member.written.store(outbox.position(), Ordering::Relaxed);
         Ok(match wrote? {
             Some(Wrote::All) => Flow::Idle,
             Some(Wrote::Blocked) => Flow::Blocked,
             None => Flow::Busy,
         })
+    }
+
+    /// Whether `member` may add to the log now. If the window is full it
+    /// is put on the list of held senders, woken (with
+    /// [`Member::take_turn`] set) once the window is half empty again.
+    pub fn admit(&self, member: &Arc<Member>) -> bool {
+        let end = self.end();
+        if end.saturating_sub(self.floor.load(Ordering::Relaxed)) < WINDOW
+            || end.saturating_sub(self.rescan()) < WINDOW
+        {
+            return true;
+        }
+        if !member.held.swap(true, Ordering::AcqRel) {
+            let mut held = lock(&self.held);
+            held.push(member.clone());
+            self.held_count.store(held.len(), Ordering::Release);
+        }
+        // A release that ran before we were on the list did not see us.
+        self.release();
+        // Members that have nothing to write but others' private lines are
+        // not woken by the room; the window needs them to move on.
+        let floor = self.floor.load(Ordering::Relaxed);
+        for laggard in read(&self.members).all() {
+            if laggard.written.load(Ordering::Relaxed) <= floor {
+                laggard.waker.wake();
+            }
+        }
+        false
+    }
+
+    /// Raises the floor to the slowest member's position; returns it.
+    fn rescan(&self) -> u64 {
+        let end = self.end();
+        let slowest = read(&self.members)
+            .all()
+            .map(|m| m.written.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(end);
+        self.floor
+            .fetch_max(slowest, Ordering::Relaxed)
+            .max(slowest)
+    }
+
+    /// Wakes every held sender if the window is at most half full.
+    fn release(&self) {
+        if self.end().saturating_sub(self.rescan()) >= WINDOW / 2 {
+            return;
+        }
+        let held = {
+            let mut held = lock(&self.held);
+            self.held_count.store(0, Ordering::Release);
+            std::mem::take(&mut *held)
+        };
+        for member in held {
+            member.held.store(false, Ordering::Release);
+            member.turn.store(true, Ordering::Release);
+            member.waker.wake();
+        }
     }
 }
 
@@ -506,29 +662,23 @@ pub enum Flow {
     Blocked,
     /// More is queued already; come back after letting others run.
     Busy,
-    /// The member fell too far behind.
-    CutOff,
 }
 
-/// One connected client as the room sees it: an id and its outbox.
+/// One connected client as the room sees it: an id and its place in the
+/// log.
 pub struct Member {
     pub id: u64,
     outbox: Mutex<Outbox>,
-    /// How far it has written the log (for the flush's wake-ups).
+    /// How far it has written the log (for the flush's wake-ups and the
+    /// window's floor).
     written: AtomicU64,
-    /// Wakes the member's task when there is output for it (or it fell
-    /// too far behind, or the server shuts down).
+    /// On the list of senders waiting for the window.
+    held: AtomicBool,
+    /// Released from that list: may add one read's worth regardless.
+    turn: AtomicBool,
+    /// Wakes the member's task when there is output for it, when the
+    /// window opens for it, or when the server shuts down.
     pub waker: AtomicWaker,
-}
-
-/// What [`Room::queued`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Queued {
-    Nothing,
-    Bytes,
-    /// The member fell too far behind: it must be disconnected, even in
-    /// the middle of a write that will never finish.
-    Overflowed,
 }
 
 impl Member {
@@ -537,12 +687,24 @@ impl Member {
             id,
             written: AtomicU64::new(outbox.position()),
             outbox: Mutex::new(outbox),
+            held: AtomicBool::new(false),
+            turn: AtomicBool::new(false),
             waker: AtomicWaker::new(),
         }
     }
 
     fn outbox(&self) -> MutexGuard<'_, Outbox> {
         lock(&self.outbox)
+    }
+
+    /// How far it has written the log.
+    pub fn position(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// True (once) after the window opened for this held sender.
+    pub fn take_turn(&self) -> bool {
+        self.turn.swap(false, Ordering::AcqRel)
     }
 }
 
@@ -576,7 +738,7 @@ mod tests {
                 Ok(out.len() - before)
             })
             .unwrap();
-        assert_ne!(flow, Flow::CutOff);
+        assert_eq!(flow, Flow::Idle);
         String::from_utf8(out).unwrap()
     }
 
@@ -591,7 +753,7 @@ mod tests {
         room.relay(a.id, b"[guest1] hi\n");
         assert_eq!(drain(&room, &b), "[guest1] hi\n");
         assert_eq!(drain(&room, &a), "");
-        assert_eq!(room.queued(&a), Queued::Nothing);
+        assert!(!room.pending(&a));
     }
 
     #[test]
@@ -600,18 +762,21 @@ mod tests {
         let mut members: Vec<_> = (0..LARGE_ROOM + 1)
             .map(|_| room.join().unwrap().0)
             .collect();
+        for member in &members {
+            drain(&room, member);
+        }
         let (a, b) = (members.remove(0), members.remove(0));
-        drain(&room, &a);
-        drain(&room, &b);
         // A large room leaves relays unsealed until the flush...
         room.relay(a.id, b"one\n");
         assert_eq!(drain(&room, &b), "");
         // ...but a private line seals them first.
-        room.send_to("guest2", |_| b"private\n".to_vec());
+        assert!(room.send_to(&a, "guest2", |_| b"private\n".to_vec()));
         room.relay(a.id, b"two\n");
         room.flush(0);
         assert_eq!(drain(&room, &b), "one\nprivate\ntwo\n");
-        assert_eq!(drain(&room, &a), "");
+        // The sender gets its copy; the others, nothing.
+        assert_eq!(drain(&room, &a), "private\n");
+        assert_eq!(drain(&room, &members[0]), "one\ntwo\n");
     }
 
     #[test]
@@ -623,7 +788,7 @@ mod tests {
         room.relay(a.id, b"first\n");
         room.relay(b.id, b"own\n");
         room.relay(a.id, b"second\n");
-        room.tell(&b, b"note\n".to_vec());
+        room.tell(&b, b"note\n");
         let mut out = Vec::new();
         // A socket that takes three bytes per write.
         loop {
@@ -665,19 +830,68 @@ mod tests {
     }
 
     #[test]
-    fn a_member_too_far_behind_is_cut_off_and_lets_go_of_the_log() {
+    fn a_full_window_holds_senders_until_the_slowest_half_catches_up() {
         let room = Room::new(false, 10);
         let (a, _) = room.join().unwrap();
         let (b, _) = room.join().unwrap();
+        let (c, _) = room.join().unwrap();
+        drain(&room, &a);
+        drain(&room, &b);
+        drain(&room, &c);
         let line = vec![b'x'; 1000];
-        for _ in 0..OUTBOX_LIMIT / 1000 + 1 {
+        let mut sent = 0;
+        while room.admit(&a) {
+            room.relay(a.id, &line);
+            sent += 1;
+            assert!(sent <= WINDOW / 1000 + 1, "the window never closed");
+        }
+        // The sender passes its own lines (its task writes after every
+        // relay).
+        assert_eq!(drain(&room, &a), "");
+        // Nothing is dropped: c, which read nothing, holds it all.
+        assert!(room.lag(&c) >= WINDOW);
+        assert!(!room.admit(&a));
+        assert!(!a.take_turn());
+        // b catching up does not open the window: c is still behind.
+        drain(&room, &b);
+        assert!(!a.take_turn());
+        // c reading most of it (to less than half the window behind)
+        // gives the held sender its turn.
+        let mut budget = (WINDOW / 2 + 1000) as usize;
+        room.write_out(&c, 1000, |slices| {
+            let n = slices.iter().map(|s| s.len()).sum::<usize>().min(budget);
+            budget -= n;
+            Ok(n)
+        })
+        .unwrap();
+        assert!(a.take_turn());
+        assert!(room.admit(&a));
+        // And c gets every line.
+        assert_eq!(
+            (WINDOW / 2 + 1000) as usize + drain(&room, &c).len(),
+            sent as usize * 1000
+        );
+    }
+
+    #[test]
+    fn a_member_leaving_opens_the_window_it_held() {
+        let room = Room::new(false, 10);
+        let (a, _) = room.join().unwrap();
+        let (b, b_nick) = room.join().unwrap();
+        drain(&room, &a);
+        let line = vec![b'x'; 64 * 1024];
+        while room.admit(&a) {
             room.relay(a.id, &line);
         }
-        assert_eq!(room.queued(&b), Queued::Overflowed);
-        assert_eq!(room.write_out(&b, 1, |_| Ok(0)).unwrap(), Flow::CutOff);
-        // It holds no segment any more, and stays cut off.
-        assert!(b.outbox().position() > room.end());
-        assert_eq!(room.queued(&b), Queued::Overflowed);
+        assert_eq!(drain(&room, &a), "");
+        assert!(!a.take_turn());
+        room.leave(&b, &b_nick, Leave::CutOff, None);
+        assert!(a.take_turn());
+        assert!(room.admit(&a));
+        assert_eq!(
+            drain(&room, &a),
+            format!("* {b_nick} was cut off (not reading)\n")
+        );
     }
 
     #[test]

@@ -2,20 +2,45 @@
 //!
 //! Each connection is one task that reads, relays and writes without ever
 //! blocking on another connection: lines read are appended to the room's
-//! shared log at once (see `super::room` for the fan-out and the
-//! slow-client policy), and the task writes what the log and its private
-//! queue hold for it whenever the socket can take it. Reading and writing
-//! are interleaved in one hand-written poll loop with non-blocking reads
-//! and writes, so a client that talks without reading is still read from
-//! until it falls too far behind.
+//! shared log at once (see `super::room` for the fan-out and the flow
+//! control), and the task writes what the log holds for it whenever the
+//! socket can take it. Reading and writing are interleaved in one
+//! hand-written poll loop with non-blocking reads and writes.
+//!
+//! # When a connection stops reading its socket
+//!
+//! Input waits (in the kernel, so TCP slows the sender down, as a pipe
+//! would; bytes already read wait in the connection's stash) while
+//! - the room's window is full ([`Room::admit`]): the room goes at the pace
+//!   of its slowest reader;
+//! - the sender is over the flood rule (`--flood`, a token bucket kept as
+//!   a theoretical arrival time, GCRA): `burst` lines at once, then `rate`
+//!   lines a second. Beyond it a sender is throttled, never disconnected,
+//!   and nothing it sent is lost;
+//! - its own answers (`/who`, errors) pile up unread
+//!   ([`OWN_BACKLOG`]): a client that asks without reading is not read.
+//!
+//! # When a connection is cut off
+//!
+//! A member whose socket is full must, within the stall timeout, read
+//! everything the room had said by the moment its socket filled up (and
+//! then again for the next such moment). One that does not is cut off and
+//! the room is told `* NICK was cut off (not reading)`. This one rule
+//! covers a reader that stopped (it takes nothing) and one that trickles
+//! (it cannot catch up); a reader that keeps up with the room, however
+//! slowly the room then goes, is never cut off. With the window at 1 MiB
+//! and the timeout at 10 s, a member keeps its place at anything over
+//! about 100 KiB/s.
 //!
 //! Reads go into one scratch buffer per worker thread; only the unfinished
-//! tail of a line is kept per connection, so an idle connection holds no
-//! read buffer at all (the room is meant for ten thousand of them).
+//! tail of a line (or input held back as above) is kept per connection,
+//! so an idle connection holds no read buffer at all (the room is meant
+//! for ten thousand of them).
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -30,7 +55,7 @@ use super::protocol::{
     push_private, valid_nick,
 };
 use super::room::{
-    FLUSH_SLOTS, Flow, LARGE_ROOM, Leave, Member, NickError, PRESENCE_INTERVAL, Queued, Room,
+    FLUSH_SLOTS, Flow, LARGE_ROOM, Leave, Member, NickError, PRESENCE_INTERVAL, Room,
 };
 use crate::context::Context as RunContext;
 use crate::error::Result;
@@ -46,9 +71,49 @@ pub struct Config {
     pub max_clients: usize,
     /// Longest line accepted, in bytes.
     pub max_line: usize,
+    /// The flood rule; `None`: no limit but the room's window.
+    pub flood: Option<Flood>,
+    /// How long a member whose socket is full may take to read what the
+    /// room had said (see the module doc).
+    pub stall_timeout: Duration,
 }
 
-/// Bytes read from a socket at once (into the per-thread scratch buffer).
+/// The flood rule: `burst` lines at once, then `rate` lines a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flood {
+    pub rate: u32,
+    pub burst: u32,
+}
+
+impl Flood {
+    /// The time one line costs.
+    fn interval(self) -> Duration {
+        Duration::from_secs(1) / self.rate.max(1)
+    }
+
+    /// How far ahead of now a sender's allowance may be spent.
+    fn tolerance(self) -> Duration {
+        self.interval() * self.burst.saturating_sub(1)
+    }
+}
+
+/// Default for `--flood`: generous for people and scripts alike (a
+/// pasted page goes through at once), far below what a flooding loop
+/// sends.
+pub const DEFAULT_FLOOD: Flood = Flood {
+    rate: 100,
+    burst: 200,
+};
+
+/// Default for `--stall-timeout`.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bytes a connection's own unread answers may reach before it is not
+/// read any further (it asks without reading).
+pub const OWN_BACKLOG: u64 = 256 * 1024;
+
+/// Bytes read from a socket at once (into the per-thread scratch buffer):
+/// also what a sender may add in its turn once the window opens.
 const READ_CHUNK: usize = 16 * 1024;
 
 /// A relay buffer grown past this is given back once relayed.
@@ -57,6 +122,10 @@ const KEEP_BUFFER: usize = 16 * 1024;
 /// Rounds of take-and-write before the task lets others run, so a member
 /// whose output grows as fast as it is written cannot hog a thread.
 const WRITE_ROUNDS: usize = 8;
+
+/// How often a sender held by a full window looks at it again, in case
+/// the wake-up that opens it is missed.
+const HELD_RETRY: Duration = Duration::from_millis(100);
 
 /// How long a leaving client's last lines may take to go out, and how
 /// long we then wait for it to close its side.
@@ -74,9 +143,9 @@ pub async fn run(listen: Listen, config: Config, ctx: RunContext) -> Result<()> 
     let shutdown = ctx.shutdown;
     let room = Arc::new(Room::new(config.echo_self, config.max_clients));
     let clock = tokio::spawn(tick(room.clone(), shutdown.clone()));
-    let max_line = config.max_line;
+    let config = Arc::new(config);
     service::serve_tcp(listen, shutdown, OnShutdown::Finish, move |stream, _, _| {
-        serve_connection(stream, room.clone(), max_line)
+        serve_connection(stream, room.clone(), config.clone())
     })
     .await;
     clock.abort();
@@ -110,13 +179,13 @@ async fn tick(room: Arc<Room>, shutdown: CancellationToken) {
         if last_presence.elapsed() >= PRESENCE_INTERVAL {
             last_presence = Instant::now();
             if let Some(summary) = room.presence_summary() {
-                room.broadcast(None, &summary);
+                room.broadcast(&summary);
             }
         }
     }
 }
 
-async fn serve_connection(stream: Stream, room: Arc<Room>, max_line: usize) -> io::Result<()> {
+async fn serve_connection(stream: Stream, room: Arc<Room>, config: Arc<Config>) -> io::Result<()> {
     let Some((member, nick)) = room.join() else {
         tracing::info!("refusing a connection: server full");
         // Boxed, like `finish` below: rare paths must not grow the state
@@ -130,11 +199,15 @@ async fn serve_connection(stream: Stream, room: Arc<Room>, max_line: usize) -> i
         nick,
         renamed: false,
         first_message: true,
-        framer: LineFramer::new(max_line),
-        max_line,
+        framer: LineFramer::new(config.max_line),
+        config,
         blocked: false,
         relay: Vec::new(),
         quit: false,
+        stash: Vec::new(),
+        hold: Hold::Open,
+        turn: false,
+        allowance: Instant::now(),
     };
     let ending = connection.serve().await;
     Box::pin(connection.finish(ending)).await
@@ -154,7 +227,7 @@ enum Ending {
     Quit,
     /// The client closed its side.
     Closed,
-    /// It fell too far behind: the client stopped reading.
+    /// It did not read what the room said in time.
     CutOff,
     /// The server is shutting down.
     Shutdown,
@@ -172,16 +245,52 @@ enum Event {
     Queued,
     /// The client paused in the middle of a line.
     Paused,
-    /// It fell too far behind: it stopped reading.
-    Overflowed,
+    /// Held input may go on (the flood rule's wait is over, or it is time
+    /// to look at the window again).
+    Retry,
+    /// The window opened for this held sender: it has its turn.
+    Turn,
+    /// The stall timer ran out.
+    Stalled,
     /// The server is shutting down.
     Shutdown,
     Failed(io::Error),
 }
 
+/// Why input waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    Open,
+    /// The room's window is full.
+    Window,
+    /// The flood rule: until the retry timer.
+    Flood,
+    /// Its own answers are unread.
+    Backlog,
+}
+
+/// A full socket's deadline: the member must have written the log up to
+/// `target` by the time `timer` runs out.
+struct Stall {
+    target: u64,
+    timer: Pin<Box<Sleep>>,
+}
+
+/// The connection's timers, each there only while needed, so an idle
+/// connection carries none.
+#[derive(Default)]
+struct Timers {
+    /// A line is unfinished: it is a message once the client pauses.
+    pause: Option<Pin<Box<Sleep>>>,
+    /// Held input looks again then.
+    retry: Option<Pin<Box<Sleep>>>,
+    stall: Option<Stall>,
+}
+
 struct Connection {
     stream: Stream,
     room: Arc<Room>,
+    config: Arc<Config>,
     member: Arc<Member>,
     nick: Arc<str>,
     /// Has taken a nick of its own (`/nick` or a seed `[NAME] ` prefix):
@@ -190,49 +299,60 @@ struct Connection {
     /// Prefix adoption looks at the first message only.
     first_message: bool,
     framer: LineFramer,
-    max_line: usize,
     /// The last write found the socket full: wait until it is writable.
     blocked: bool,
     /// Messages read in this read, relayed together once it is processed.
     relay: Vec<u8>,
     /// `/quit` or `bye` was read: stop reading and say goodbye.
     quit: bool,
+    /// Input read but not taken yet, while `hold` says wait.
+    stash: Vec<u8>,
+    hold: Hold,
+    /// Released from a full window: the next chunk goes in regardless.
+    turn: bool,
+    /// The flood rule's theoretical arrival time: the sender's allowance
+    /// is spent up to here.
+    allowance: Instant,
 }
 
 impl Connection {
     /// Reads, relays and writes until the connection should end.
     async fn serve(&mut self) -> Ending {
-        // The pause timer exists only while a line is unfinished: an idle
-        // connection carries no timer.
-        let mut pause: Option<Pin<Box<Sleep>>> = None;
+        let mut timers = Timers::default();
         loop {
-            match self.write_queued() {
-                Ok(Flow::CutOff) => return Ending::CutOff,
-                Ok(Flow::Busy) => tokio::task::yield_now().await,
-                Ok(Flow::Idle | Flow::Blocked) => {}
+            let flow = match self.write_queued() {
+                Ok(flow) => flow,
                 Err(e) => return Ending::Failed(e),
+            };
+            self.watch_stall(flow, &mut timers.stall);
+            if flow == Flow::Busy {
+                tokio::task::yield_now().await;
             }
             if self.quit {
                 return Ending::Quit;
             }
+            if self.hold == Hold::Backlog && self.room.lag(&self.member) < OWN_BACKLOG / 2 {
+                self.hold = Hold::Open;
+            }
+            if self.hold == Hold::Open && !self.stash.is_empty() {
+                self.take_stash(&mut timers);
+                continue;
+            }
             let writing = self.blocked;
-            let event = std::future::poll_fn(|cx| self.poll_event(cx, writing, &mut pause)).await;
+            let event = std::future::poll_fn(|cx| self.poll_event(cx, writing, &mut timers)).await;
             match event {
                 Event::Shutdown => return Ending::Shutdown,
-                Event::Overflowed => return Ending::CutOff,
+                Event::Stalled => {
+                    tracing::info!(
+                        "{} did not read for {:?}: cut off",
+                        self.nick,
+                        self.config.stall_timeout
+                    );
+                    return Ending::CutOff;
+                }
                 Event::Failed(e) => return Ending::Failed(e),
-                Event::Readable => match self.read() {
-                    Ok(true) => {
-                        if self.framer.has_partial() {
-                            let deadline = Instant::now() + PAUSE;
-                            match &mut pause {
-                                Some(sleep) => sleep.as_mut().reset(deadline),
-                                None => pause = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                            }
-                        } else {
-                            pause = None;
-                        }
-                    }
+                Event::Readable => match self.read(&mut timers) {
+                    Ok(true) => {}
                     Ok(false) => {
                         self.flush_partial();
                         return if self.quit {
@@ -244,8 +364,21 @@ impl Connection {
                     Err(e) => return Ending::Failed(e),
                 },
                 Event::Paused => {
-                    pause = None;
+                    timers.pause = None;
                     self.flush_partial();
+                }
+                Event::Retry => {
+                    timers.retry = None;
+                    if self.hold != Hold::Backlog {
+                        self.hold = Hold::Open;
+                    }
+                }
+                Event::Turn => {
+                    if self.hold == Hold::Window {
+                        self.hold = Hold::Open;
+                        timers.retry = None;
+                    }
+                    self.turn = true;
                 }
                 Event::Writable | Event::Queued => {}
             }
@@ -256,27 +389,30 @@ impl Connection {
     /// `select!` over futures: readiness is kept by tokio's registration
     /// and the wake-up by the member's waker, so an idle connection's
     /// state is little more than [`Connection`] itself.
-    fn poll_event(
-        &self,
-        cx: &mut Context<'_>,
-        writing: bool,
-        pause: &mut Option<Pin<Box<Sleep>>>,
-    ) -> Poll<Event> {
+    fn poll_event(&self, cx: &mut Context<'_>, writing: bool, timers: &mut Timers) -> Poll<Event> {
         // Register before looking, so a push or shutdown that happens
         // after the look still wakes us.
         self.member.waker.register(cx.waker());
         if self.room.is_closing() {
             return Poll::Ready(Event::Shutdown);
         }
-        match self.room.queued(&self.member) {
-            Queued::Overflowed => return Poll::Ready(Event::Overflowed),
-            Queued::Bytes if !writing => return Poll::Ready(Event::Queued),
-            _ => {}
+        if !writing && self.room.pending(&self.member) {
+            return Poll::Ready(Event::Queued);
         }
-        match self.stream.poll_read_ready(cx) {
-            Poll::Ready(Ok(())) => return Poll::Ready(Event::Readable),
-            Poll::Ready(Err(e)) => return Poll::Ready(Event::Failed(e)),
-            Poll::Pending => {}
+        if self.member.take_turn() {
+            return Poll::Ready(Event::Turn);
+        }
+        if let Some(stall) = &mut timers.stall
+            && stall.timer.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Event::Stalled);
+        }
+        if self.hold == Hold::Open && self.stash.is_empty() {
+            match self.stream.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Event::Readable),
+                Poll::Ready(Err(e)) => return Poll::Ready(Event::Failed(e)),
+                Poll::Pending => {}
+            }
         }
         if writing {
             match self.stream.poll_write_ready(cx) {
@@ -285,24 +421,63 @@ impl Connection {
                 Poll::Pending => {}
             }
         }
-        if let Some(sleep) = pause
+        // Held input is waiting in the kernel, not paused: an unfinished
+        // line then is no message yet.
+        if self.hold == Hold::Open
+            && self.stash.is_empty()
+            && let Some(sleep) = &mut timers.pause
             && sleep.as_mut().poll(cx).is_ready()
         {
             return Poll::Ready(Event::Paused);
         }
+        if let Some(sleep) = &mut timers.retry
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Event::Retry);
+        }
         Poll::Pending
     }
 
-    /// Reads what is waiting and handles every line in it. `Ok(false)` at
+    /// Keeps the stall rule after a write: a full socket arms the timer
+    /// for what the room has said so far; reaching that re-arms it for
+    /// what it says by then; an empty outbox disarms it.
+    fn watch_stall(&self, flow: Flow, stall: &mut Option<Stall>) {
+        if flow == Flow::Idle {
+            *stall = None;
+            return;
+        }
+        if flow == Flow::Busy && stall.is_none() {
+            // Written out in full so far: the socket is not full.
+            return;
+        }
+        let position = self.member.position();
+        let deadline = || Instant::now() + self.config.stall_timeout;
+        match stall {
+            Some(s) if position < s.target => {}
+            Some(s) => {
+                s.target = self.room.end();
+                s.timer.as_mut().reset(deadline());
+            }
+            None => {
+                *stall = Some(Stall {
+                    target: self.room.end(),
+                    timer: Box::pin(tokio::time::sleep_until(deadline())),
+                });
+            }
+        }
+    }
+
+    /// Reads what is waiting and takes what it may of it. `Ok(false)` at
     /// end of stream.
-    fn read(&mut self) -> io::Result<bool> {
+    fn read(&mut self, timers: &mut Timers) -> io::Result<bool> {
+        if !self.admitted(timers) {
+            return Ok(true);
+        }
         SCRATCH.with_borrow_mut(|buf| match self.stream.try_read(buf) {
             Ok(0) => Ok(false),
             Ok(n) => {
-                let mut framer = std::mem::replace(&mut self.framer, LineFramer::new(0));
-                framer.feed(&buf[..n], &mut |input| self.on_input(input));
-                self.framer = framer;
-                self.flush_relay();
+                let taken = self.take(&buf[..n], timers);
+                self.stash.extend_from_slice(&buf[taken..n]);
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
@@ -310,34 +485,123 @@ impl Connection {
         })
     }
 
+    /// Takes what it may of the stash.
+    fn take_stash(&mut self, timers: &mut Timers) {
+        if !self.admitted(timers) {
+            return;
+        }
+        let stash = std::mem::take(&mut self.stash);
+        let taken = self.take(&stash, timers);
+        if taken < stash.len() {
+            self.stash = stash[taken..].to_vec();
+        }
+    }
+
+    /// Whether the next chunk of input may go into the room: its turn, or
+    /// room in the window. If not, input is held until the window opens
+    /// (or the retry timer says look again).
+    fn admitted(&mut self, timers: &mut Timers) -> bool {
+        if std::mem::take(&mut self.turn) || self.room.admit(&self.member) {
+            return true;
+        }
+        self.hold = Hold::Window;
+        timers.retry = Some(Box::pin(tokio::time::sleep(HELD_RETRY)));
+        false
+    }
+
+    /// Handles the lines in `data` until one of the holds applies; returns
+    /// the bytes taken.
+    fn take(&mut self, data: &[u8], timers: &mut Timers) -> usize {
+        let now = self.config.flood.map(|_| Instant::now());
+        let mut framer = std::mem::replace(&mut self.framer, LineFramer::new(0));
+        let taken = framer.feed(data, &mut |input| {
+            let command = self.on_input(input);
+            self.go_on(command, now)
+        });
+        self.framer = framer;
+        self.flush_relay();
+        if self.hold == Hold::Flood {
+            let wait = self.config.flood.map_or(Duration::ZERO, Flood::tolerance);
+            let at = self.allowance.checked_sub(wait).unwrap_or(self.allowance);
+            timers.retry = Some(Box::pin(tokio::time::sleep_until(at)));
+        }
+        // The pause timer exists only while a line is unfinished (and
+        // nothing is waiting after it): an idle connection carries none.
+        if taken == data.len() && self.framer.has_partial() {
+            let deadline = Instant::now() + PAUSE;
+            match &mut timers.pause {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => timers.pause = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        } else {
+            timers.pause = None;
+        }
+        taken
+    }
+
+    /// After a line: whether the next one may be taken now. `command`
+    /// says whether the line was one (its answer is ours to read), `None`
+    /// for an empty line, which costs nothing.
+    fn go_on(&mut self, command: Option<bool>, now: Option<Instant>) -> ControlFlow<()> {
+        let Some(command) = command else {
+            return ControlFlow::Continue(());
+        };
+        if self.quit {
+            return ControlFlow::Break(());
+        }
+        if command && self.room.lag(&self.member) > OWN_BACKLOG {
+            self.hold = Hold::Backlog;
+            return ControlFlow::Break(());
+        }
+        if let (Some(flood), Some(now)) = (self.config.flood, now) {
+            self.allowance = self.allowance.max(now) + flood.interval();
+            if self.allowance > now + flood.tolerance() {
+                self.hold = Hold::Flood;
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
     /// The client paused mid-line (or closed): the tail is a message.
     fn flush_partial(&mut self) {
         let mut framer = std::mem::replace(&mut self.framer, LineFramer::new(0));
-        framer.flush(&mut |input| self.on_input(input));
+        framer.flush(&mut |input| {
+            self.on_input(input);
+            ControlFlow::Continue(())
+        });
         self.framer = framer;
         self.flush_relay();
     }
 
-    fn on_input(&mut self, input: Input<'_>) {
+    /// Handles one line; returns whether it was a command (`None`: an
+    /// empty line, or input after `/quit`).
+    fn on_input(&mut self, input: Input<'_>) -> Option<bool> {
         if self.quit {
-            return;
+            return None;
         }
         match input {
             Input::TooLong => {
                 self.flush_relay();
-                self.tell(&Notice::LineTooLong(self.max_line));
+                self.tell(&Notice::LineTooLong(self.config.max_line));
+                Some(true)
             }
-            Input::Line([]) => {}
+            Input::Line([]) => None,
             Input::Line(bytes) => {
                 let text = decode(bytes);
-                match Command::parse(&text) {
+                let command = match Command::parse(&text) {
                     Some(command) => {
                         self.flush_relay();
                         self.command(command);
+                        true
                     }
-                    None => self.message(&text),
-                }
+                    None => {
+                        self.message(&text);
+                        false
+                    }
+                };
                 self.first_message = false;
+                Some(command)
             }
         }
     }
@@ -373,22 +637,20 @@ impl Connection {
                 }
                 Err(NickError::Taken) => self.tell(&Notice::NickTaken(name)),
             },
-            Command::Who => self.room.tell(&self.member, self.room.who()),
+            Command::Who => self.room.tell(&self.member, &self.room.who()),
             Command::Me(action) => {
                 let mut line = Vec::new();
                 push_action(&mut line, &self.nick, action);
                 self.room.relay(self.member.id, &line);
             }
             Command::Msg { to, text } => {
-                let mut line = Vec::new();
-                let sent = self.room.send_to(to, |spelled| {
+                let sent = self.room.send_to(&self.member, to, |spelled| {
+                    let mut line = Vec::new();
                     push_private(&mut line, &self.nick, spelled, text);
-                    line.clone()
+                    line
                 });
-                match sent {
-                    Some(id) if id == self.member.id => {}
-                    Some(_) => self.room.tell(&self.member, line),
-                    None => self.tell(&Notice::NoSuchNick(to)),
+                if !sent {
+                    self.tell(&Notice::NoSuchNick(to));
                 }
             }
             Command::Help => self.tell(&Notice::Help),
@@ -398,9 +660,9 @@ impl Connection {
         }
     }
 
-    /// Queues a notice for this client only.
+    /// Sends a notice to this client only.
     fn tell(&self, notice: &Notice<'_>) {
-        self.room.tell(&self.member, notice.to_bytes());
+        self.room.tell(&self.member, &notice.to_bytes());
     }
 
     /// Relays the messages batched from the current read.
@@ -431,32 +693,31 @@ impl Connection {
     async fn finish(mut self, ending: Ending) -> io::Result<()> {
         match ending {
             Ending::Quit | Ending::Closed => {
-                self.room.leave(&self.member, &self.nick, Leave::Left);
-                if matches!(ending, Ending::Quit) {
-                    self.room.tell(&self.member, Notice::Bye.to_bytes());
-                }
+                let bye = Notice::Bye.to_bytes();
+                let last = matches!(ending, Ending::Quit).then_some(&bye[..]);
+                self.room.leave(&self.member, &self.nick, Leave::Left, last);
                 let deadline = Instant::now() + GOODBYE;
                 self.flush_until(deadline).await?;
                 close_gracefully(self.stream, deadline).await
             }
             Ending::Shutdown => {
-                self.room.leave(&self.member, &self.nick, Leave::Shutdown);
+                // The room's `* server shutting down` is in the log already.
                 self.room
-                    .tell(&self.member, Notice::ShuttingDown.to_bytes());
+                    .leave(&self.member, &self.nick, Leave::Shutdown, None);
                 let deadline = Instant::now() + SHUTDOWN_FLUSH;
                 self.flush_until(deadline).await?;
                 close_gracefully(self.stream, deadline + SHUTDOWN_FLUSH).await
             }
             Ending::CutOff => {
-                tracing::info!("{} stopped reading: disconnected", self.nick);
-                self.room.leave(&self.member, &self.nick, Leave::CutOff);
+                self.room
+                    .leave(&self.member, &self.nick, Leave::CutOff, None);
                 // Reset: its unread backlog is dropped at once instead of
                 // lingering in the kernel for a reader that will not come.
                 self.stream.reset_on_close();
                 Ok(())
             }
             Ending::Failed(e) => {
-                self.room.leave(&self.member, &self.nick, Leave::Left);
+                self.room.leave(&self.member, &self.nick, Leave::Left, None);
                 Err(e)
             }
         }
@@ -466,7 +727,7 @@ impl Connection {
     async fn flush_until(&mut self, deadline: Instant) -> io::Result<()> {
         loop {
             match self.write_queued()? {
-                Flow::Idle | Flow::CutOff => return Ok(()),
+                Flow::Idle => return Ok(()),
                 Flow::Busy => {}
                 Flow::Blocked => {
                     if tokio::time::timeout_at(deadline, self.stream.writable())
