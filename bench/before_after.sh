@@ -16,8 +16,11 @@
 # Environment (defaults in brackets):
 #   ROUNDS [2]    rounds; each round runs every benchmark for base, then new
 #   BENCHES [chat udp ping file]  which benchmarks:
-#     chat  bench/chat.sh, scenarios a (1000 clients, 10 senders x 1000 lines)
-#           and d (10,000 idle clients: memory), sockit only
+#     chat  bench/chat.sh, scenarios a (1000 clients, 10 senders x 1000 lines,
+#           in each pace of PACES [all one]) and d (10,000 idle clients:
+#           memory), sockit only, with each build's own chatload (an old one
+#           without --pace runs pace all only). SOCKIT_FLAGS reaches both
+#           builds' servers: use only flags both know.
 #     udp   bench/run.sh: UDP echo datagrams/s and TCP bulk MiB/s, sockit and
 #           the yardstick, DURATION [5] s, BYTES [512M]
 #     ping  bench/ping.sh: p50/p99 against sockperf, client and server on

@@ -31,16 +31,46 @@
 //!    not in the room a second into a round sends one `CLNUDGE` line (its
 //!    first data segment, which carries the cookie again and so gets it
 //!    accepted); one the server resets meanwhile is connected anew.
-//!    `connect_s` runs from the first connect until the last round is done.
-//! 2. delivery: each sender keeps at most `--window` messages that not
-//!    every other client has received yet, and sends all it may in one write
-//!    (or, with `--rate`, sends on a fixed schedule, still capped by the
-//!    window). Receivers count deliveries per sender, tell duplicates from
-//!    reordering with a bitmap of the (sender, seq) pairs seen, and record
-//!    each delivery's latency (one clock read per read chunk).
+//!
+//!    Then the `--stalled N` clients join (in the same waves, with the same
+//!    source addresses and SO_LINGER 0). They never read, so they cannot
+//!    see a sync line; instead each sends one line, `CLSTALL <runid> <k>`,
+//!    right after connecting (its first data segment, so it also does the
+//!    nudge's work), and a wave is in the room once some counted client has
+//!    received every one of its lines: a server relays a line only from a
+//!    member of the room. They are no receivers: nothing waits for them and
+//!    no delivery to them is expected or counted. `connect_s` runs from the
+//!    first connect until the last round (sync or stalled wave) is done.
+//! 2. delivery: with `--pace all` (the default) each sender keeps at most
+//!    `--window` messages that not every other client has received yet (the
+//!    room goes at the pace of its slowest reader); with `--pace one` at
+//!    most `--window` messages that one designated receiver has not
+//!    received yet, so the room may run ahead of slower readers, as with
+//!    independent real users. Sender `i`'s designated receiver is client
+//!    `clients - 1 - i % (clients - senders)`, the non-senders taken in
+//!    turn from the last client down, so that no receiver paces more than
+//!    its share of senders; when every client sends it is client
+//!    `(i + 1) % clients` (none for a client alone in the room). Should
+//!    the server disconnect that receiver, the sender falls back to the
+//!    `all` rule. A sender sends all it may in one write (or, with `--rate`,
+//!    sends on a fixed schedule, still capped by the window). Either way
+//!    every counted client receives and checks: receivers count deliveries
+//!    per sender, tell duplicates from reordering with a bitmap of the
+//!    (sender, seq) pairs seen, and record each delivery's latency (one
+//!    clock read per read chunk) in one histogram. The phase ends when
+//!    every message reached every other counted client (`complete`), when
+//!    none arrived for `--idle` seconds (`idle`), or at `--timeout`. The
+//!    server's CPU time (`--pid`) is read just before the senders start
+//!    and just after the phase ends, so it covers this phase only (an
+//!    `idle` end's wait included).
 //! 3. report: a summary line, or one JSON object with `--json`. The exit
 //!    status is 0 only if nothing was lost, duplicated or reordered and the
-//!    server disconnected no client.
+//!    server disconnected no counted client. Stalled clients the server
+//!    has disconnected by then (a FIN or a reset arrived, as epoll reports
+//!    it; nothing is read) are reported as `stalled_cut_off` and are no
+//!    failure. A server that closes one with data still queued for it
+//!    cannot send its FIN into the zero window, so such a cut-off shows
+//!    only if it resets the connection (or drops what it queued first).
 //!
 //! Servers that relay raw chunks (ncat, the Python seed) can cut a line in
 //! two when they read part of a sender's data; ncat then puts its prefix in
@@ -66,7 +96,7 @@ use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 use nix::unistd::{SysconfVar, sysconf};
 use rlimit::Resource;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpSocket;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, Semaphore};
@@ -122,10 +152,21 @@ struct Args {
     /// Messages per sender (0: connect, sync, perhaps --hold, and stop).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=100_000_000))]
     messages: u32,
-    /// Per sender: most messages sent but not yet received by every other
-    /// client.
+    /// Per sender: most messages sent but not yet received (by every other
+    /// client, or with `--pace one` by its designated receiver).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     window: u32,
+    /// Whose receipts open a sender's window: `all` other clients' (the
+    /// room goes at its slowest reader's pace), or `one` designated
+    /// receiver's (client `clients - 1 - sender % (clients - senders)`, a
+    /// non-sender; the room may run ahead of slower readers).
+    #[arg(long, value_enum, default_value_t = Pace::All)]
+    pace: Pace,
+    /// Extra clients that join after the others (each announces itself with
+    /// one line) and then never read. They are not receivers; the server
+    /// cutting them off is reported (`stalled_cut_off`), not a failure.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    stalled: u32,
     /// Total messages per second into the room, spread evenly over the
     /// senders (the window still caps what is in flight). Default: as fast
     /// as the window allows.
@@ -165,6 +206,34 @@ struct Args {
     json: bool,
 }
 
+/// See `--pace`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Pace {
+    All,
+    One,
+}
+
+impl Pace {
+    fn name(self) -> &'static str {
+        match self {
+            Pace::All => "all",
+            Pace::One => "one",
+        }
+    }
+}
+
+/// The client whose receipts pace `sender` under `--pace one`: the
+/// non-senders (clients `senders..clients`) taken in turn from the last
+/// one down, or, when every client sends, the next client; none for a
+/// client alone in the room.
+fn designated_receiver(clients: usize, senders: usize, sender: usize) -> Option<usize> {
+    if clients > senders {
+        Some(clients - 1 - sender % (clients - senders))
+    } else {
+        Some((sender + 1) % clients).filter(|&r| r != sender)
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
@@ -199,11 +268,21 @@ struct Shared {
     data: Finder<'static>,
     /// `CLSYNC <runid> `, followed by the sync round.
     sync: Finder<'static>,
+    /// `CLSTALL <runid> `, followed by the stalled client's number.
+    stall: Finder<'static>,
+    /// Per stalled client: a counted client received its `CLSTALL` line.
+    stall_seen: Box<[AtomicBool]>,
     /// Per (sender, seq), at `sender * messages + seq`: how many receivers
     /// have it.
     counts: Box<[AtomicU32]>,
-    /// Per sender: woken when one of its messages reached every receiver.
+    /// Per sender: woken when one of its messages reached every receiver
+    /// (and, with `--pace one`, its designated receiver).
     wake: Box<[Notify]>,
+    /// With `--pace one`, per sender: its designated receiver.
+    pacers: Option<Box<[Option<usize>]>>,
+    /// With `--pace one`, per sender: how many of its messages (distinct
+    /// ones) its designated receiver has received.
+    paced: Box<[AtomicU32]>,
     /// Per client: the highest sync round whose line it saw (0: none).
     synced: Box<[AtomicU32]>,
     /// Woken whenever a client saw a sync line.
@@ -387,11 +466,19 @@ impl Receiver {
                 _ => c.corrupt += 1,
             }
         }
-        if !any
-            && let Some(at) = sh.sync.find(line)
+        if any {
+            return;
+        }
+        if let Some(at) = sh.sync.find(line)
             && let Some((round, _)) = parse_num(&line[at + sh.sync.needle().len()..])
         {
             sh.synced[self.id].fetch_max(round.min(u64::from(u32::MAX)) as u32, Relaxed);
+            sh.sync_seen.notify_one();
+        } else if let Some(at) = sh.stall.find(line)
+            && let Some((k, _)) = parse_num(&line[at + sh.stall.needle().len()..])
+            && let Some(seen) = usize::try_from(k).ok().and_then(|k| sh.stall_seen.get(k))
+        {
+            seen.store(true, Relaxed);
             sh.sync_seen.notify_one();
         }
     }
@@ -430,6 +517,12 @@ impl Receiver {
         hist.saturating_record((latency_ns / 1000).max(1));
         let have = sh.counts[bit].fetch_add(1, Relaxed) + 1;
         if have >= sh.need() {
+            sh.wake[sender].notify_one();
+        }
+        if let Some(pacers) = &sh.pacers
+            && pacers[sender] == Some(self.id)
+        {
+            sh.paced[sender].fetch_add(1, Relaxed);
             sh.wake[sender].notify_one();
         }
     }
@@ -528,14 +621,21 @@ async fn send(sh: Arc<Shared>, id: usize, mut wr: OwnedWriteHalf, plan: Arc<Send
     let m = sh.messages as u32;
     let base = id * sh.messages;
     let t0 = Instant::now();
+    let pacer = sh.pacers.as_ref().and_then(|p| p[id]);
     let (mut sent, mut done) = (0u32, 0u32);
     let mut buf = Vec::new();
     while sent < m && Instant::now() < plan.deadline && !sh.gone[id].load(Relaxed) {
+        // `--pace all`, and `one` once the designated receiver is gone:
+        // `done` messages (a prefix) reached every other client.
         let need = sh.need();
         while done < sent && sh.counts[base + done as usize].load(Relaxed) >= need {
             done += 1;
         }
-        let mut upto = (done + plan.window).min(m);
+        let received = match pacer {
+            Some(r) if !sh.gone[r].load(Relaxed) => sh.paced[id].load(Relaxed),
+            _ => done,
+        };
+        let mut upto = (received + plan.window).min(m);
         let mut next_due = None;
         if let Some((period, offset)) = plan.rate {
             let elapsed = t0.elapsed().as_secs_f64() - offset;
@@ -845,6 +945,85 @@ impl Join {
             let _ = tokio::time::timeout_at(until.into(), sh.sync_seen.notified()).await;
         }
     }
+
+    /// Connects the `count` stalled clients (numbered `first..` for their
+    /// source addresses), `wave` at a time. Each sends `CLSTALL <runid> <k>`
+    /// at once and never reads; a wave is in the room when a counted client
+    /// has received each of its lines. Returns their connections, which
+    /// must stay open (and unread) until the run ends.
+    async fn stall(
+        &mut self,
+        first: usize,
+        count: usize,
+        wave: usize,
+        concurrency: usize,
+    ) -> Result<Vec<tokio::net::TcpStream>> {
+        let sh = self.sh.clone();
+        let mut stalled = Vec::with_capacity(count);
+        let gate = Arc::new(Semaphore::new(concurrency));
+        let mut joined = 0;
+        while joined < count {
+            let upto = (joined + wave).min(count);
+            let mut joins = JoinSet::new();
+            for k in joined..upto {
+                let gate = gate.clone();
+                let (addr, deadline) = (self.addr, self.deadline);
+                let line = format!("CLSTALL {} {k}\n", self.runid);
+                joins.spawn(async move {
+                    let _permit = gate
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| anyhow!("semaphore closed"))?;
+                    let mut stream = connect_retry(addr, first + k, deadline).await?;
+                    tokio::time::timeout_at(deadline.into(), stream.write_all(line.as_bytes()))
+                        .await
+                        .map_err(|_| anyhow!("timed out"))
+                        .and_then(|r| r.map_err(anyhow::Error::from))
+                        .with_context(|| format!("stalled client {k} could not send its line"))?;
+                    Ok::<_, anyhow::Error>(stream)
+                });
+            }
+            while let Some(done) = joins.join_next().await {
+                stalled.push(done.context("a stalled client's connect task failed")??);
+            }
+            loop {
+                let missing = (joined..upto)
+                    .filter(|&k| !sh.stall_seen[k].load(Relaxed))
+                    .count();
+                if missing == 0 {
+                    break;
+                }
+                if Instant::now() >= self.deadline {
+                    bail!(
+                        "{missing} of {} stalled clients were not seen in the room within --timeout",
+                        upto - joined
+                    );
+                }
+                let until = Instant::now() + POLL;
+                let _ = tokio::time::timeout_at(until.into(), sh.sync_seen.notified()).await;
+            }
+            joined = upto;
+        }
+        Ok(stalled)
+    }
+}
+
+/// How many of the stalled clients' connections the server has closed or
+/// reset, seen without reading from them: nothing clears the readiness the
+/// reactor recorded for these sockets, so a FIN (EPOLLRDHUP) or a reset
+/// (EPOLLHUP) shows as read-closed.
+async fn cut_off(stalled: &[tokio::net::TcpStream]) -> usize {
+    let mut n = 0;
+    for s in stalled {
+        // A zero timeout still polls `ready` once.
+        if let Ok(Ok(ready)) =
+            tokio::time::timeout(Duration::ZERO, s.ready(Interest::READABLE)).await
+            && ready.is_read_closed()
+        {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// The results of one run.
@@ -854,8 +1033,11 @@ struct Report {
     senders: usize,
     messages: usize,
     window: u32,
+    pace: Pace,
     rate: Option<f64>,
     size: u32,
+    stalled: usize,
+    stalled_cut_off: usize,
     join_wave: u32,
     connect_concurrency: u32,
     connect_s: f64,
@@ -910,8 +1092,16 @@ impl Report {
 
     fn summary(&self) -> String {
         let pace = match self.rate {
-            Some(r) => format!("rate={r}/s window={}", self.window),
-            None => format!("window={}", self.window),
+            Some(r) => format!(
+                "pace={} rate={r}/s window={}",
+                self.pace.name(),
+                self.window
+            ),
+            None => format!("pace={} window={}", self.pace.name(), self.window),
+        };
+        let stalled = match self.stalled {
+            0 => String::new(),
+            n => format!(", stalled {n} (cut off {})", self.stalled_cut_off),
         };
         let cpu = match (self.server_cpu_s, self.ns_per_delivery()) {
             (Some(cpu), Some(ns)) => format!("; server cpu {cpu:.2} s = {ns:.0} ns/delivery"),
@@ -921,7 +1111,7 @@ impl Report {
         format!(
             "chatload {} clients={} senders={} messages={} {pace} size={}: connect {:.2} s ({} sync rounds, {} nudges, {} reconnects); \
              {}/{} delivered in {:.2} s = {:.0}/s ({}), lost {}, dup {}, reordered {}, \
-             self-echo {}, corrupt {}, disconnected {}; latency ms p50 {:.2} p99 {:.2} max {:.2}{cpu}; \
+             self-echo {}, corrupt {}, disconnected {}{stalled}; latency ms p50 {:.2} p99 {:.2} max {:.2}{cpu}; \
              client cpu {:.2} s",
             self.addr,
             self.clients,
@@ -958,6 +1148,7 @@ impl Report {
             "senders": self.senders,
             "messages": self.messages,
             "window": self.window,
+            "pace": self.pace.name(),
             "rate": self.rate,
             "size": self.size,
             "join_wave": self.join_wave,
@@ -975,6 +1166,8 @@ impl Report {
             "self_echo": self.self_echo,
             "corrupt": self.corrupt,
             "disconnected": self.disconnected,
+            "stalled": self.stalled,
+            "stalled_cut_off": self.stalled_cut_off,
             "delivery_s": self.delivery_s,
             "deliveries_per_s": self.per_s(),
             "end": self.end,
@@ -1040,7 +1233,7 @@ fn run(args: &Args) -> Result<Report> {
             MAX_BITMAPS >> 20
         );
     }
-    raise_nofile(n as u64 + SPARE_FDS)?;
+    raise_nofile(n as u64 + u64::from(args.stalled) + SPARE_FDS)?;
     if let Some(pid) = args.pid {
         cpu_seconds(pid).context("--pid: cannot read the server's CPU time")?;
     }
@@ -1077,8 +1270,13 @@ async fn run_async(args: &Args, n: usize, s: usize, m: usize) -> Result<Report> 
         start,
         data: Finder::new(leak(format!("CL {runid} "))),
         sync: Finder::new(leak(format!("CLSYNC {runid} "))),
+        stall: Finder::new(leak(format!("CLSTALL {runid} "))),
+        stall_seen: (0..args.stalled).map(|_| AtomicBool::new(false)).collect(),
         counts: (0..s * m).map(|_| AtomicU32::new(0)).collect(),
         wake: (0..s).map(|_| Notify::new()).collect(),
+        pacers: (args.pace == Pace::One)
+            .then(|| (0..s).map(|i| designated_receiver(n, s, i)).collect()),
+        paced: (0..s).map(|_| AtomicU32::new(0)).collect(),
         synced: (0..n).map(|_| AtomicU32::new(0)).collect(),
         sync_seen: Notify::new(),
         gone: (0..n).map(|_| AtomicBool::new(false)).collect(),
@@ -1124,6 +1322,14 @@ async fn run_async(args: &Args, n: usize, s: usize, m: usize) -> Result<Report> 
         connected = upto;
         join.sync(connected).await?;
     }
+    let stalled = join
+        .stall(
+            n,
+            args.stalled as usize,
+            wave,
+            args.connect_concurrency as usize,
+        )
+        .await?;
     let Join {
         mut writers,
         sync_rounds,
@@ -1189,6 +1395,7 @@ async fn run_async(args: &Args, n: usize, s: usize, m: usize) -> Result<Report> 
     sh.stopping.store(true, Relaxed);
     let cpu1 = args.pid.map(cpu_seconds).transpose();
     let client_cpu_s = own_cpu_seconds() - own0;
+    let stalled_cut_off = cut_off(&stalled).await;
     let server_cpu_s = match (cpu0, cpu1) {
         (Some(a), Ok(Some(b))) => Some(b - a),
         (_, Err(err)) => {
@@ -1214,8 +1421,11 @@ async fn run_async(args: &Args, n: usize, s: usize, m: usize) -> Result<Report> 
         senders: s,
         messages: m,
         window: args.window,
+        pace: args.pace,
         rate: args.rate,
         size: args.size,
+        stalled: stalled.len(),
+        stalled_cut_off,
         join_wave: args.join_wave,
         connect_concurrency: args.connect_concurrency,
         connect_s,
@@ -1255,6 +1465,57 @@ mod tests {
         push_line(&mut out, "abcd1234", 7, 42, 5, 8);
         assert_eq!(&out[..], b"CL abcd1234 7 42 5\n");
         assert_eq!(parse_fields(b"7 42 5\r"), Some((7, 42, 5)));
+    }
+
+    #[test]
+    fn designated_receivers_are_non_senders_in_turn() {
+        // 10 clients, 3 senders: receivers 9, 8, 7.
+        let r: Vec<_> = (0..3).map(|i| designated_receiver(10, 3, i)).collect();
+        assert_eq!(r, [Some(9), Some(8), Some(7)]);
+        // More senders than non-senders: they share them.
+        let r: Vec<_> = (0..4).map(|i| designated_receiver(6, 4, i)).collect();
+        assert_eq!(r, [Some(5), Some(4), Some(5), Some(4)]);
+        // Everybody sends: the next client.
+        let r: Vec<_> = (0..3).map(|i| designated_receiver(3, 3, i)).collect();
+        assert_eq!(r, [Some(1), Some(2), Some(0)]);
+        assert_eq!(designated_receiver(1, 1, 0), None);
+    }
+
+    #[test]
+    fn stalled_clients_cut_off_are_seen_without_reading() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut clients = Vec::new();
+            let mut accepted = Vec::new();
+            for _ in 0..3 {
+                clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+                accepted.push(listener.accept().await.unwrap().0);
+            }
+            // 0 stays, 1 is closed after some data (FIN), 2 is reset once
+            // its receive window is full.
+            let mut reset = accepted.pop().unwrap();
+            let mut closed = accepted.pop().unwrap();
+            closed.write_all(b"hello\n").await.unwrap();
+            drop(closed);
+            let chunk = vec![b'x'; 64 * 1024];
+            while tokio::time::timeout(Duration::from_millis(200), reset.write_all(&chunk))
+                .await
+                .is_ok()
+            {}
+            socket2::SockRef::from(&reset)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(reset);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(cut_off(&clients[..1]).await, 0);
+            assert_eq!(cut_off(&clients[1..2]).await, 1);
+            assert_eq!(cut_off(&clients[2..]).await, 1);
+        });
     }
 
     #[test]
