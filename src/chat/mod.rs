@@ -4,9 +4,12 @@
 //! - `protocol`: line framing with the pause rule, commands, nicks, and
 //!   the text of every line the server sends.
 //! - `log`: the room's output, stored once and read by every member.
-//! - `room`: members, nicks and outbound queues; the fan-out and the
-//!   slow-client policy are documented there.
-//! - [`server`]: one task per connection reading, relaying and writing.
+//! - `room`: members, nicks, each member's place in the log; the fan-out
+//!   and the flow control (the room goes at its slowest reader's pace,
+//!   within a window) are documented there.
+//! - [`server`]: one task per connection reading, relaying and writing;
+//!   when it stops reading (flood rule, full window) and when it cuts a
+//!   member off (stall timeout).
 //! - [`client`]: `chat join`.
 
 pub mod client;
