@@ -1110,32 +1110,8 @@ fn a_peer_that_vanishes_mid_line_is_dropped_and_the_room_goes_on() {
 
 // ---- load ----------------------------------------------------------------------
 
-fn rss_kib_of(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Connects and reads the welcome line byte by byte (nothing more), so
-/// the stream can be read by someone else or not at all afterwards.
 fn plain_join(server: &Server) -> (TcpStream, String) {
-    let mut stream = TcpStream::connect(server.addr).expect("connect");
-    stream.set_read_timeout(Some(LIMIT)).expect("timeout");
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while line.len() < 1000 {
-        stream.read_exact(&mut byte).expect("read the welcome");
-        if byte[0] == b'\n' {
-            break;
-        }
-        line.push(byte[0]);
-    }
-    let line = decode(&line);
-    let nick = welcome_nick(&line).unwrap_or_else(|| panic!("no welcome: {line:?}"));
-    (stream, nick)
+    chat_join_raw(server.addr)
 }
 
 /// The joins a big room's summary reports (`* 37 joined, 2 left (1000

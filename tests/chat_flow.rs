@@ -38,27 +38,8 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-/// Connects and reads the welcome line byte by byte (nothing more), so
-/// the stream can be read by someone else or not at all afterwards.
 fn join(server: &Server) -> (TcpStream, String) {
-    let mut stream = TcpStream::connect(server.addr).expect("connect");
-    stream.set_read_timeout(Some(LIMIT)).expect("timeout");
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while line.len() < 1000 {
-        stream.read_exact(&mut byte).expect("read the welcome");
-        if byte[0] == b'\n' {
-            break;
-        }
-        line.push(byte[0]);
-    }
-    let line = String::from_utf8_lossy(&line).into_owned();
-    let nick = line
-        .strip_prefix("* welcome to sockit chat, you are ")
-        .and_then(|rest| rest.split_once(' '))
-        .map(|(nick, _)| nick.to_string())
-        .unwrap_or_else(|| panic!("no welcome: {line:?}"));
-    (stream, nick)
+    chat_join_raw(server.addr)
 }
 
 /// Line `seq` of a flood: `mNNNNNN yyyy...\n`, `size` bytes in all.
@@ -187,7 +168,7 @@ impl RssWatch {
         let thread = thread::spawn(move || {
             let deadline = Instant::now() + 4 * LIMIT;
             while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
-                p.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                p.fetch_max(rss_kib_of(pid), Ordering::Relaxed);
                 thread::sleep(Duration::from_millis(20));
             }
         });
@@ -206,15 +187,6 @@ impl RssWatch {
         }
         self.peak.load(Ordering::Relaxed)
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Waits until the server has closed (or reset) `stream`, reading and

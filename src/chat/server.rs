@@ -11,7 +11,7 @@
 //!
 //! Input waits (in the kernel, so TCP slows the sender down, as a pipe
 //! would; bytes already read wait in the connection's stash) while
-//! - the room's window is full ([`Room::admit`]): the room goes at the pace
+//! - the room's window is full (`Room::admit`): the room goes at the pace
 //!   of its slowest reader;
 //! - the sender is over the flood rule (`--flood`, a token bucket kept as
 //!   a theoretical arrival time, GCRA): `burst` lines at once, then `rate`

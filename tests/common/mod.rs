@@ -7,7 +7,7 @@
 pub mod netns;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
@@ -281,4 +281,39 @@ pub fn closed_port() -> u16 {
     let port = listener.local_addr().expect("addr").port();
     drop(listener);
     port
+}
+
+/// Resident memory of process `pid` in KiB (0 once it is gone).
+pub fn rss_kib_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Joins a sockit chat room at `addr` and reads its welcome line byte by
+/// byte (nothing more), so the stream can be read by someone else or not
+/// at all afterwards; returns the stream and the guest nick it was given.
+pub fn chat_join_raw(addr: SocketAddr) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 1000 {
+        stream.read_exact(&mut byte).expect("read the welcome");
+        if byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&line).into_owned();
+    let nick = line
+        .strip_prefix("* welcome to sockit chat, you are ")
+        .and_then(|rest| rest.split_once(' '))
+        .filter(|(_, tail)| tail.ends_with(" online; /help for commands)"))
+        .map(|(nick, _)| nick.to_string())
+        .unwrap_or_else(|| panic!("no welcome: {line:?}"));
+    (stream, nick)
 }
