@@ -249,9 +249,12 @@ pub enum ChatCommand {
         its nick. Joins and leaves are announced one by one in rooms of up to 100 people; in \
         larger rooms they are summed up once a second, so a crowd connecting at once does not \
         flood everyone, and what the room says is sent out in batches every 20 to 50 ms \
-        (longer for larger rooms), one write per client per batch. A client that stops \
-        reading is disconnected once it falls 1 MiB behind, and the room is told; it never \
-        slows anyone else down."
+        (longer for larger rooms), one write per client per batch.\n\n\
+        Flow control: no client that reads loses a line. The room runs at most 1 MiB ahead \
+        of its slowest reader; a sender that would push it further is simply read more \
+        slowly (TCP pushes back on it), and so is one over the --flood rule. A client whose \
+        socket is full and that does not catch up within --stall-timeout is cut off, and \
+        the room is told `* NICK was cut off (not reading)`."
     )]
     Serve(ChatServe),
     /// Join a chat room: print what arrives, send each stdin line
