@@ -357,6 +357,7 @@ impl Room {
             }
         }
         drop(members);
+        self.unhold(member);
         // It may have been the slowest member, holding senders back.
         if self.held_count.load(Ordering::Acquire) > 0 {
             self.release();
@@ -579,11 +580,13 @@ impl Room {
             member.written.store(after, Ordering::Relaxed);
             (wrote, before, after)
         };
-        // Only the slowest members can open the window: the others need
-        // not look.
+        // Only the slowest members can open the window: those at the
+        // floor, and (the floor may be stale, or read while they moved)
+        // those that were half a window behind. The others need not look.
         if after > before
-            && before <= self.floor.load(Ordering::Relaxed)
             && self.held_count.load(Ordering::Acquire) > 0
+            && (before <= self.floor.load(Ordering::Relaxed)
+                || end.saturating_sub(before) >= WINDOW / 2)
         {
             self.release();
         }
@@ -602,6 +605,9 @@ impl Room {
         if end.saturating_sub(self.floor.load(Ordering::Relaxed)) < WINDOW
             || end.saturating_sub(self.rescan()) < WINDOW
         {
+            if member.held.load(Ordering::Acquire) {
+                self.unhold(member);
+            }
             return true;
         }
         if !member.held.swap(true, Ordering::AcqRel) {
@@ -611,15 +617,27 @@ impl Room {
         }
         // A release that ran before we were on the list did not see us.
         self.release();
-        // Members that have nothing to write but others' private lines are
-        // not woken by the room; the window needs them to move on.
-        let floor = self.floor.load(Ordering::Relaxed);
+        // Members with nothing to write but others' private lines are not
+        // woken by a large room's flush; the window needs them to move on.
+        let end = self.end();
         for laggard in read(&self.members).all() {
-            if laggard.written.load(Ordering::Relaxed) <= floor {
+            if end.saturating_sub(laggard.written.load(Ordering::Relaxed)) >= WINDOW / 2 {
                 laggard.waker.wake();
             }
         }
         false
+    }
+
+    /// Takes `member` off the list of held senders (it got in on a retry,
+    /// or it is leaving): it is not given a turn later, and the list does
+    /// not keep its place in the log alive.
+    fn unhold(&self, member: &Member) {
+        if member.held.swap(false, Ordering::AcqRel) {
+            let mut held = lock(&self.held);
+            held.retain(|m| m.id != member.id);
+            self.held_count.store(held.len(), Ordering::Release);
+        }
+        member.turn.store(false, Ordering::Release);
     }
 
     /// Raises the floor to the slowest member's position; returns it.
@@ -635,7 +653,7 @@ impl Room {
             .max(slowest)
     }
 
-    /// Wakes every held sender if the window is at most half full.
+    /// Wakes every held sender if the window is less than half full.
     fn release(&self) {
         if self.end().saturating_sub(self.rescan()) >= WINDOW / 2 {
             return;
@@ -871,6 +889,36 @@ mod tests {
             (WINDOW / 2 + 1000) as usize + drain(&room, &c).len(),
             sent as usize * 1000
         );
+    }
+
+    #[test]
+    fn a_sender_let_in_on_a_retry_is_off_the_held_list() {
+        let room = Room::new(false, 10);
+        let (a, _) = room.join().unwrap();
+        let (c, _) = room.join().unwrap();
+        drain(&room, &a);
+        drain(&room, &c);
+        let line = vec![b'x'; 1000];
+        while room.admit(&a) {
+            room.relay(a.id, &line);
+        }
+        drain(&room, &a);
+        // c reads a quarter of the window: open again, but not half empty,
+        // so nobody is released...
+        let mut budget = (WINDOW / 4) as usize;
+        room.write_out(&c, 1000, |slices| {
+            let n = slices.iter().map(|s| s.len()).sum::<usize>().min(budget);
+            budget -= n;
+            Ok(n)
+        })
+        .unwrap();
+        assert!(!a.take_turn());
+        // ...and the sender, looking again, gets in and is off the list:
+        assert!(room.admit(&a));
+        assert_eq!(room.held_count.load(Ordering::Relaxed), 0);
+        // c catching up later gives it no turn it did not ask for.
+        drain(&room, &c);
+        assert!(!a.take_turn());
     }
 
     #[test]

@@ -17,8 +17,12 @@
 //!   a theoretical arrival time, GCRA): `burst` lines at once, then `rate`
 //!   lines a second. Beyond it a sender is throttled, never disconnected,
 //!   and nothing it sent is lost;
-//! - its own answers (`/who`, errors) pile up unread
-//!   ([`OWN_BACKLOG`]): a client that asks without reading is not read.
+//! - it sends a command while far behind the log ([`OWN_BACKLOG`]): a
+//!   client that asks (`/who`, `/msg`) without reading is not read.
+//!
+//! A line ended by a pause instead of a newline (at most one per
+//! `PAUSE`) is taken whatever the holds say: it is already read, and
+//! pauses bound its rate.
 //!
 //! # When a connection is cut off
 //!
@@ -108,12 +112,15 @@ pub const DEFAULT_FLOOD: Flood = Flood {
 /// Default for `--stall-timeout`.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bytes a connection's own unread answers may reach before it is not
-/// read any further (it asks without reading).
+/// How far behind the log a connection may be and still have its
+/// commands read: one that asks (`/who`, `/msg`) without reading its
+/// answers is not read any further, and its input waits until it has
+/// caught up to half of this.
 pub const OWN_BACKLOG: u64 = 256 * 1024;
 
-/// Bytes read from a socket at once (into the per-thread scratch buffer):
-/// also what a sender may add in its turn once the window opens.
+/// Bytes read from a socket at once (into the per-thread scratch buffer),
+/// and how much relayed output a sender adds between two looks at the
+/// window (at most one chunk of it in its turn once the window opens).
 const READ_CHUNK: usize = 16 * 1024;
 
 /// A relay buffer grown past this is given back once relayed.
@@ -520,10 +527,14 @@ impl Connection {
         });
         self.framer = framer;
         self.flush_relay();
-        if self.hold == Hold::Flood {
-            let wait = self.config.flood.map_or(Duration::ZERO, Flood::tolerance);
-            let at = self.allowance.checked_sub(wait).unwrap_or(self.allowance);
-            timers.retry = Some(Box::pin(tokio::time::sleep_until(at)));
+        match self.hold {
+            Hold::Flood => {
+                let wait = self.config.flood.map_or(Duration::ZERO, Flood::tolerance);
+                let at = self.allowance.checked_sub(wait).unwrap_or(self.allowance);
+                timers.retry = Some(Box::pin(tokio::time::sleep_until(at)));
+            }
+            Hold::Window => timers.retry = Some(Box::pin(tokio::time::sleep(HELD_RETRY))),
+            Hold::Open | Hold::Backlog => {}
         }
         // The pause timer exists only while a line is unfinished (and
         // nothing is waiting after it): an idle connection carries none.
@@ -557,6 +568,16 @@ impl Connection {
             self.allowance = self.allowance.max(now) + flood.interval();
             if self.allowance > now + flood.tolerance() {
                 self.hold = Hold::Flood;
+                return ControlFlow::Break(());
+            }
+        }
+        // The chunk was let in as a whole, but what it turns into is
+        // bounded too: a command's output goes straight into the log, and
+        // short lines grow by their labels.
+        if command || self.relay.len() >= READ_CHUNK {
+            self.flush_relay();
+            if !self.room.admit(&self.member) {
+                self.hold = Hold::Window;
                 return ControlFlow::Break(());
             }
         }
@@ -638,11 +659,8 @@ impl Connection {
                 Err(NickError::Taken) => self.tell(&Notice::NickTaken(name)),
             },
             Command::Who => self.room.tell(&self.member, &self.room.who()),
-            Command::Me(action) => {
-                let mut line = Vec::new();
-                push_action(&mut line, &self.nick, action);
-                self.room.relay(self.member.id, &line);
-            }
+            // Batched with the messages around it: the same audience.
+            Command::Me(action) => push_action(&mut self.relay, &self.nick, action),
             Command::Msg { to, text } => {
                 let sent = self.room.send_to(&self.member, to, |spelled| {
                     let mut line = Vec::new();
