@@ -11,23 +11,31 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use sockit::echo::Reply;
 use sockit::json::DEFAULT_MAX_SIZE;
 
+/// The version `--version` prints: the package's, and the commit it was
+/// built from where that was known (see build.rs).
+const VERSION: &str = env!("SOCKIT_VERSION");
+
 /// sockit: the socket toolkit for the course's programs, and for real use.
 #[derive(Debug, Parser)]
-#[command(name = "sockit", version, propagate_version = true)]
+#[command(name = "sockit", version = VERSION, propagate_version = true)]
 #[command(
-    about = "One fast, robust binary for everyday socket jobs: echo, JSON over TCP, and more",
-    long_about = "One fast, robust binary for everyday socket jobs.\n\n\
+    about = "One fast, robust binary for everyday socket jobs: echo, chat, JSON over TCP, \
+        LAN broadcast and discovery, ping, file transfer",
+    long_about = "One fast, robust binary for everyday socket jobs: echo, chat, JSON over TCP, \
+        LAN broadcast and discovery, ping, file transfer.\n\n\
         Every server prints `listening on ADDR:PORT` as its first line of standard output \
         (`-p 0` picks a free port). Data goes to stdout, diagnostics to stderr; errors read \
         `sockit: error: <what> (<cause>)` and exit 1, usage errors exit 2."
 )]
 pub struct Cli {
     /// More diagnostics on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides)
-    #[arg(short, long, action = ArgAction::Count, global = true)]
+    #[arg(short, long, action = ArgAction::Count, global = true,
+          help_heading = "Global options")]
     pub verbose: u8,
 
     /// Fewer diagnostics on stderr: -q errors only, -qq nothing
-    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose",
+          help_heading = "Global options")]
     pub quiet: u8,
 
     #[command(subcommand)]
@@ -84,6 +92,23 @@ pub enum Command {
     /// Send and receive files and directories, verified, resumable, atomic (seed 002)
     #[command(subcommand)]
     File(FileCommand),
+    /// Print a shell completion script for sockit (bash, zsh, fish, elvish, powershell)
+    #[command(
+        long_about = "Print a shell completion script for sockit to stdout, generated from \
+        the same command-line definition as this help. For example:\n\n  \
+        sockit completions bash > ~/.local/share/bash-completion/completions/sockit\n  \
+        sockit completions zsh > ~/.zfunc/_sockit\n  \
+        sockit completions fish > ~/.config/fish/completions/sockit.fish"
+    )]
+    Completions(Completions),
+    /// Print sockit's manual page (roff) to stdout: `sockit man | man -l -`
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct Completions {
+    /// The shell to complete for
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Subcommand)]

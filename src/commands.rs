@@ -19,10 +19,12 @@ use sockit::service::Listen;
 use sockit::transport::Acceptor;
 use sockit::{chat, echo, file, json, lan, net, ping};
 
+use clap::CommandFactory;
+
 use crate::cli::{
-    BroadcastCommand, BroadcastListen, BroadcastSend, ChatCommand, ChatJoin, ChatServe, Command,
-    Discover, EchoCommand, EchoSend, EchoServe, FileCommand, FileReceive, FileSend, JsonCommand,
-    JsonSend, JsonServe, Ping, Respond,
+    BroadcastCommand, BroadcastListen, BroadcastSend, ChatCommand, ChatJoin, ChatServe, Cli,
+    Command, Completions, Discover, EchoCommand, EchoSend, EchoServe, FileCommand, FileReceive,
+    FileSend, JsonCommand, JsonSend, JsonServe, Ping, Respond,
 };
 
 /// File descriptors kept back from the connection cap for listeners,
@@ -46,7 +48,32 @@ pub async fn run(command: Command, ctx: Context, quiet: bool) -> Result<()> {
         Command::Ping(args) => ping(args, ctx, quiet).await,
         Command::File(FileCommand::Receive(args)) => file_receive(args, ctx).await,
         Command::File(FileCommand::Send(args)) => file_send(args, ctx).await,
+        Command::Completions(args) => completions(args, ctx),
+        Command::Man => man(ctx),
     }
+}
+
+/// The completion script for `args.shell`. Generated into memory first:
+/// clap_complete panics on a failed write, and stdout may be a closed pipe.
+fn completions(args: Completions, mut ctx: Context) -> Result<()> {
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut Cli::command(), "sockit", &mut script);
+    ctx.out
+        .write_all(&script)
+        .and_then(|()| ctx.out.flush())
+        .map_err(Error::Stdout)
+}
+
+/// The manual page, from the same definition as `--help`.
+fn man(mut ctx: Context) -> Result<()> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut page)
+        .map_err(Error::Stdout)?;
+    ctx.out
+        .write_all(&page)
+        .and_then(|()| ctx.out.flush())
+        .map_err(Error::Stdout)
 }
 
 async fn echo_serve(args: EchoServe, ctx: Context) -> Result<()> {

@@ -194,7 +194,95 @@ fn help_and_version() {
     }
     let out = sockit(&["--version"]);
     assert_ok(&out);
-    assert!(stdout(&out).starts_with("sockit "));
+    let version = stdout(&out);
+    assert!(version.starts_with("sockit 0.1.0"), "{version}");
+    // Built from a checkout: the commit is in it, the one checked out.
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    if let Ok(head) = head
+        && head.status.success()
+    {
+        let commit = String::from_utf8_lossy(&head.stdout).trim().to_string();
+        assert_eq!(version, format!("sockit 0.1.0 (git {commit})\n"));
+    }
+}
+
+#[test]
+fn short_and_long_help_name_every_job_and_keep_global_options_apart() {
+    for flag in ["-h", "--help"] {
+        let out = sockit(&[flag]);
+        assert_ok(&out);
+        let text = stdout(&out);
+        for job in [
+            "echo",
+            "chat",
+            "JSON",
+            "broadcast",
+            "discovery",
+            "ping",
+            "file",
+        ] {
+            assert!(text.contains(job), "{flag} does not mention {job}: {text}");
+        }
+        let (_, global) = text
+            .split_once("Global options:")
+            .unwrap_or_else(|| panic!("{flag}: no global options heading: {text}"));
+        assert!(
+            global.contains("--verbose") && global.contains("--quiet"),
+            "{text}"
+        );
+    }
+    // A command's own help lists them under that heading too.
+    let text = stdout(&sockit(&["chat", "serve", "--help"]));
+    let (own, global) = text.split_once("Global options:").expect("heading");
+    assert!(
+        !own.contains("--verbose") && global.contains("--verbose"),
+        "{text}"
+    );
+}
+
+#[test]
+fn completions_load_in_their_shells() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = sockit(&["completions", shell]);
+        assert_ok(&out);
+        let script = stdout(&out);
+        assert!(
+            script.contains("sockit") && script.contains("discover"),
+            "{shell}: {script:.200}"
+        );
+    }
+    // bash loads it, and it registers a completion for sockit.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source <({} completions bash) && complete -p sockit",
+            sockit_bin()
+        ))
+        .output()
+        .expect("bash");
+    assert_ok(&out);
+    assert!(stdout(&out).contains("sockit"), "{}", stdout(&out));
+    let out = sockit(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("possible values: bash, elvish, fish, powershell, zsh"));
+}
+
+#[test]
+fn the_man_page_renders() {
+    let page = sockit(&["man"]);
+    assert_ok(&page);
+    let out = run_with_input(
+        Command::new("man").args(["-l", "-"]).env("MANWIDTH", "100"),
+        &page.stdout,
+    );
+    assert_ok(&out);
+    let text = stdout(&out);
+    for part in ["NAME", "SYNOPSIS", "sockit", "chat", "GLOBAL OPTIONS"] {
+        assert!(text.contains(part), "no {part} in {text}");
+    }
 }
 
 #[test]
