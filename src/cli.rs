@@ -44,31 +44,31 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Echo over UDP and TCP: plain, upper-casing or fixed replies (seeds 000, 003, 004)
+    /// Echo over UDP and TCP: a server that replies as is, upper-cased or with fixed text, and a client
     #[command(subcommand)]
     Echo(EchoCommand),
-    /// JSON values over TCP, each answered as one compact line (seed 004 task 4-4)
+    /// JSON values over TCP: a server that answers each value as one compact line, and a client
     #[command(subcommand)]
     Json(JsonCommand),
-    /// A chat room over TCP with nicks and commands (seed 004 tasks 4 to 4-3)
+    /// A chat room over TCP for thousands, with nicks and commands, and a client to join one
     #[command(subcommand)]
     Chat(ChatCommand),
-    /// UDP broadcast on every LAN this host is on: announce and listen (seed 004 task 6)
+    /// UDP broadcast on every LAN this host is on: announce and listen
     #[command(subcommand)]
     Broadcast(BroadcastCommand),
-    /// Find the devices on the LAN that run `sockit respond` or the seed callee (seed 004 task 7)
+    /// Find the devices on the LAN that run `sockit respond` (or the course's callee.py)
     #[command(
         long_about = "Find the devices on the LAN that run `sockit respond` (or the \
-        seed's callee.py): a probe goes to the broadcast address of every IPv4 interface and \
+        course's callee.py): a probe goes to the broadcast address of every IPv4 interface and \
         to an IPv6 link-local multicast group on every interface, three times within the \
         window; every device that answers is listed once, with its name, host name and \
         round-trip time (the responder's deliberate reply delay subtracted). Exit 1 if \
         nothing answered."
     )]
     Discover(Discover),
-    /// Answer discovery probes, so `sockit discover` (or the seed's caller.py) finds this host
+    /// Answer discovery probes, so `sockit discover` (or the course's caller.py) finds this host
     #[command(
-        long_about = "Answer discovery probes, so `sockit discover` (or the seed's \
+        long_about = "Answer discovery probes, so `sockit discover` (or the course's \
         caller.py) finds this host. Listens on IPv4 (broadcasts) and IPv6 (a link-local \
         multicast group joined on every interface). A reply is never more than 3 times \
         the size of the datagram that caused it, is sent after a random 0-50 ms delay, and \
@@ -76,10 +76,10 @@ pub enum Command {
         so a responder cannot be used to flood anyone."
     )]
     Respond(Respond),
-    /// Round-trip times to any UDP echo server (or over TCP), as ping prints them (seed 002)
+    /// Round-trip times to any UDP echo server (or over TCP), printed as ping prints them
     #[command(
         long_about = "Send numbered, timestamped probes to a UDP echo server (sockit's, socat's, \
-        the seed's upper-casing UDPServer.py) and print each reply's round-trip time, then \
+        the course's upper-casing UDPServer.py) and print each reply's round-trip time, then \
         iputils ping's summary plus percentiles.\n\n\
         A reply is matched to its probe by run id, sequence number and send time. A reply \
         after -W seconds is reported as late and not counted as received; further copies of \
@@ -89,7 +89,7 @@ pub enum Command {
         was answered in time, 1 otherwise. -q (global) prints only the summary."
     )]
     Ping(Ping),
-    /// Send and receive files and directories, verified, resumable, atomic (seed 002)
+    /// Send and receive files and directories: verified, resumable, each file appearing whole
     #[command(subcommand)]
     File(FileCommand),
     /// Print a shell completion script for sockit (bash, zsh, fish, elvish, powershell)
@@ -270,8 +270,8 @@ pub enum ChatCommand {
         long_about = "Host a chat room: one message per line (or per pause, for clients \
         that send no newline), relayed to everyone else as `[nick] text`.\n\n\
         Clients start as guestN and can use /nick NAME, /who, /me ACTION, /msg NICK TEXT, \
-        /help and /quit (or a bare `bye`); a seed 4-3 client's `[NAME] ` prefix is taken as \
-        its nick. Joins and leaves are announced one by one in rooms of up to 100 people; in \
+        /help and /quit (or a bare `bye`); a client that puts `[NAME] ` before its first \
+        message (as the course's client does) gets NAME as its nick. Joins and leaves are announced one by one in rooms of up to 100 people; in \
         larger rooms they are summed up once a second, so a crowd connecting at once does not \
         flood everyone, and what the room says is sent out in batches every 20 to 50 ms \
         (longer for larger rooms), one write per client per batch.\n\n\
@@ -427,7 +427,7 @@ pub struct ChatServe {
     #[arg(short, long, default_value_t = 9999)]
     pub port: u16,
 
-    /// Relay each message to its sender too (seed task 4; task 4-1 hides it)
+    /// Relay each message to its sender too (as the course's first chat server did)
     #[arg(long)]
     pub echo_self: bool,
 

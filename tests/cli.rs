@@ -234,6 +234,33 @@ fn short_and_long_help_name_every_job_and_keep_global_options_apart() {
             "{text}"
         );
     }
+    // Every command says what it does in plain words: the course's seed
+    // numbers are for the README's table, not for someone who never took
+    // the course.
+    let commands: &[&[&str]] = &[
+        &[],
+        &["echo", "serve"],
+        &["echo", "send"],
+        &["json", "serve"],
+        &["json", "send"],
+        &["chat", "serve"],
+        &["chat", "join"],
+        &["broadcast", "send"],
+        &["broadcast", "listen"],
+        &["discover"],
+        &["respond"],
+        &["ping"],
+        &["file", "send"],
+        &["file", "receive"],
+    ];
+    for command in commands {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let text = stdout(&sockit(&args));
+        for jargon in ["seed 0", "seed 4", "seeds ", "seed task"] {
+            assert!(!text.contains(jargon), "{args:?} says {jargon:?}: {text}");
+        }
+    }
     // A command's own help lists them under that heading too.
     let text = stdout(&sockit(&["chat", "serve", "--help"]));
     let (own, global) = text.split_once("Global options:").expect("heading");
