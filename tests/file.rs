@@ -587,6 +587,46 @@ impl Drop for Tmpfs {
 }
 
 #[test]
+fn an_offer_larger_than_the_free_space_is_refused_at_once() {
+    let tmpfs = match Tmpfs::mount("20m") {
+        Ok(t) => t,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED an_offer_larger_than_the_free_space_is_refused_at_once: cannot mount a \
+                 tmpfs ({why}); this test needs root"
+            );
+            return;
+        }
+    };
+    let src = TempDir::new("nospace-src");
+    let file = src.join("big.bin");
+    random_file(&file, 50 << 20);
+    let server = receiver(&tmpfs.0, &[]);
+    let out = send(server.port(), &[&file], &["--json"]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "cannot send 'big.bin' (not enough space on the receiver: 52 MB offered, 21 MB free)"
+        ),
+        "{err}"
+    );
+    let line = server.next_line();
+    assert!(
+        line.starts_with("refused big.bin from 127.0.0.1:")
+            && line.contains("not enough space on the receiver"),
+        "{line}"
+    );
+    // Nothing was sent, and nothing was created.
+    assert_eq!(summary(&out)["sent"].as_u64(), Some(0), "{}", stdout(&out));
+    assert_eq!(
+        fs::read_dir(tmpfs.0.path()).unwrap().count(),
+        0,
+        "leftovers in DIR"
+    );
+}
+
+#[test]
 fn a_full_disk_is_a_clear_error_on_both_sides() {
     let tmpfs = match Tmpfs::mount("20m") {
         Ok(t) => t,
@@ -598,35 +638,55 @@ fn a_full_disk_is_a_clear_error_on_both_sides() {
             return;
         }
     };
+    // Two senders at once, 15 MB each: each offer fits in what is free
+    // when it is made, the two together do not, so space runs out while
+    // the data is arriving.
     let src = TempDir::new("enospc-src");
-    let file = src.join("big.bin");
-    random_file(&file, 50 << 20);
+    let files = [src.join("one.bin"), src.join("two.bin")];
+    for file in &files {
+        random_file(file, 15 << 20);
+    }
     let server = receiver(&tmpfs.0, &[]);
     let started = Instant::now();
-    let out = send(server.port(), &[&file], &["--json"]);
-    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains(
-            "cannot send 'big.bin' (cannot write it on the receiver (no space left on device))"
-        ),
-        "{err}"
-    );
-    let line = server.next_line();
-    assert!(
-        line.starts_with("refused big.bin from 127.0.0.1:"),
-        "{line}"
-    );
-    assert!(line.contains("no space left on device"), "{line}");
-    // The sender stopped early instead of pushing all 50 MB.
-    let s = summary(&out);
-    assert!(s["sent"].as_u64().unwrap() < 50 << 20, "{s}");
-    assert!(!tmpfs.0.join("big.bin").exists());
-    assert_eq!(
-        fs::read_dir(tmpfs.0.path()).unwrap().count(),
-        0,
-        "leftovers in DIR"
-    );
+    let port = server.port();
+    let sends: Vec<_> = files
+        .iter()
+        .map(|file| {
+            let file = file.clone();
+            std::thread::spawn(move || send(port, &[&file], &["--json"]))
+        })
+        .collect();
+    let outs: Vec<_> = sends.into_iter().map(|s| s.join().unwrap()).collect();
+    let failed: Vec<_> = outs.iter().filter(|o| o.status.code() == Some(1)).collect();
+    assert!(!failed.is_empty(), "both fit in 20 MB?");
+    for out in &failed {
+        let err = stderr(out);
+        assert!(
+            err.contains("(cannot write it on the receiver (no space left on device))"),
+            "{err}"
+        );
+        assert_eq!(summary(out)["files"].as_u64(), Some(0), "{}", stdout(out));
+    }
+    // One line per file: `received` for the one that fit, if any, and a
+    // `refused` with the reason for each that did not.
+    let mut refusals = 0;
+    for _ in &files {
+        let line = server.next_line();
+        if line.starts_with("received ") {
+            continue;
+        }
+        assert!(
+            line.starts_with("refused ") && line.contains("no space left on device"),
+            "{line}"
+        );
+        refusals += 1;
+    }
+    assert_eq!(refusals, failed.len());
+    // Only whole files are left: no partial of a failed one.
+    for entry in fs::read_dir(tmpfs.0.path()).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(name == "one.bin" || name == "two.bin", "leftover {name}");
+    }
     assert!(started.elapsed() < LIMIT);
     drop(server);
 }

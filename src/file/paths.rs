@@ -43,6 +43,10 @@ pub(super) fn check_offer(config: &Config, offer: &Offer) -> Result<Target, Reas
     let (name, parents) = parts
         .split_last()
         .ok_or_else(|| Reason::new(Code::Unsafe, "empty"))?;
+    let rel = parts.join("/");
+    let partial_name = partial_name(&rel, offer.size, offer.identity);
+    let partial = config.dir.join(&partial_name);
+    check_space(&config.dir, &partial, offer.size)?;
     let parent = make_parents(&config.dir, parents)?;
     let dest = parent.join(name);
     match fs::symlink_metadata(&dest) {
@@ -74,14 +78,59 @@ pub(super) fn check_offer(config: &Config, offer: &Offer) -> Result<Target, Reas
         }
         Ok(_) => {}
     }
-    let rel = parts.join("/");
-    let partial_name = partial_name(&rel, offer.size, offer.identity);
     Ok(Target {
         dest,
-        partial: config.dir.join(&partial_name),
+        partial,
         partial_name,
         shown,
     })
+}
+
+/// Refuses an offer that cannot fit, before anything is created for it:
+/// what a kept partial already holds of it counts as received. Space that
+/// runs out later (another writer, a race between two offers) is still
+/// the write's own `no space left on device`. If the free space cannot be
+/// read, the offer goes ahead and the write decides.
+fn check_space(dir: &Path, partial: &Path, size: u64) -> Result<(), Reason> {
+    let held = fs::metadata(partial).map_or(0, |m| m.len());
+    let needed = size.saturating_sub(held);
+    let Ok(stat) = nix::sys::statvfs::statvfs(dir) else {
+        return Ok(());
+    };
+    // Both are 32-bit on some targets (a 32-bit Raspberry Pi OS).
+    #[allow(clippy::useless_conversion)]
+    let free = u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size()));
+    if needed <= free {
+        return Ok(());
+    }
+    Err(Reason::new(
+        Code::Io,
+        format!(
+            "not enough space on the receiver: {} offered, {} free",
+            decimal_size(needed),
+            decimal_size(free)
+        ),
+    ))
+}
+
+/// A byte count as people read disk sizes: `78 GB`, `1.0 TB` (powers of
+/// 1000, as `df -H` and disk labels; two digits where one would say little).
+pub(super) fn decimal_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 999.5 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if value < 9.95 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
+    }
 }
 
 /// The directory `parts` leads to under `root`, created where missing.
@@ -133,4 +182,21 @@ fn make_parents(root: &Path, parts: &[&str]) -> Result<PathBuf, Reason> {
         }
     }
     Ok(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal_size;
+
+    #[test]
+    fn sizes_read_as_disk_sizes() {
+        assert_eq!(decimal_size(0), "0 B");
+        assert_eq!(decimal_size(999), "999 B");
+        assert_eq!(decimal_size(1000), "1.0 kB");
+        assert_eq!(decimal_size(52_428_800), "52 MB");
+        assert_eq!(decimal_size(78_000_000_000), "78 GB");
+        assert_eq!(decimal_size(1_000_000_000_000), "1.0 TB");
+        assert_eq!(decimal_size(999_999_999), "1.0 GB");
+        assert_eq!(decimal_size(u64::MAX), "18 EB");
+    }
 }
