@@ -247,6 +247,11 @@ pub struct FileReceive {
     /// Replace files that already exist (atomically; never through a symlink)
     #[arg(long)]
     pub overwrite: bool,
+
+    /// A sender that sends nothing for this long mid-transfer is told so and
+    /// closed (its partial file is kept for a resume)
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Args)]

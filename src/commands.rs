@@ -236,6 +236,7 @@ async fn file_receive(args: FileReceive, ctx: Context) -> Result<()> {
         dir,
         overwrite: args.overwrite,
         once: args.once,
+        idle_timeout: args.idle_timeout,
     };
     file::receive::run(listen(listener), config, ctx).await
 }

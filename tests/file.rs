@@ -878,3 +878,40 @@ fn a_symlinked_argument_is_sent_under_its_own_name() {
         stderr(&out)
     );
 }
+
+#[test]
+fn an_idle_sender_is_told_and_closed_after_the_idle_timeout() {
+    let dst = TempDir::new("idle");
+    let server = receiver(&dst, &["--idle-timeout", "1"]);
+    // A sender that says hello and then nothing.
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(b"SOCKIT-FILE\x01").unwrap();
+    let mut hello = [0u8; 12];
+    s.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello, b"SOCKIT-FILE\x01");
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    let idle = started.elapsed();
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(5),
+        "closed after {idle:?}"
+    );
+    // The refusal carries the reason as text.
+    assert!(
+        String::from_utf8_lossy(&rest).contains("sender idle for 1 s, closed"),
+        "{rest:?}"
+    );
+    let line = server.next_line();
+    assert!(
+        line.starts_with("127.0.0.1:") && line.ends_with(": sender idle for 1 s, closed"),
+        "{line}"
+    );
+    // The limit is in --help.
+    let help = stdout(&sockit(&["file", "receive", "--help"]));
+    assert!(
+        help.contains("--idle-timeout <SECS>") && help.contains("[default: 60]"),
+        "{help}"
+    );
+}

@@ -42,9 +42,10 @@ use crate::error::{Error, Result, cause};
 use crate::service::{self, Listen, OnShutdown};
 use crate::transport::Stream;
 
-/// A sender silent for this long mid-session is dropped, so a stalled or
-/// malicious peer cannot hold a connection slot forever.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for `--idle-timeout`: a sender silent for this long mid-session
+/// is dropped, so a stalled or malicious peer cannot hold a connection
+/// slot forever.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// At most this many sessions at once: each holds BUFFERS x PIECE bytes
 /// of buffers (4 MiB; see `pipeline.rs`) and three threads while a file
@@ -60,6 +61,8 @@ pub struct Config {
     pub overwrite: bool,
     /// Stop after the first session.
     pub once: bool,
+    /// How long a sender may send nothing mid-session.
+    pub idle_timeout: Duration,
 }
 
 /// State shared by all sessions.
@@ -182,8 +185,8 @@ async fn connection(
 /// ends the session. Errors end the connection; refusals of single
 /// entries do not.
 fn session(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Result<Tally> {
-    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
-    stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
+    stream.set_read_timeout(Some(shared.config.idle_timeout))?;
+    stream.set_write_timeout(Some(shared.config.idle_timeout))?;
     let mut s = Session {
         shared,
         tally: Tally::default(),
@@ -320,7 +323,7 @@ impl Session<'_> {
                 None
             }
             Err(DecodeError::Io(e)) => {
-                tracing::warn!("{peer}: connection lost ({})", cause(&e));
+                self.lost(&e, &format!("{peer}"));
                 None
             }
             Err(DecodeError::Bad(why)) => {
@@ -425,6 +428,10 @@ impl Session<'_> {
 
         let start = match protocol::read_start(&mut self.reader) {
             Ok(s) => s,
+            Err(DecodeError::Io(e)) => {
+                self.lost(&e, &format!("{peer}: '{}'", target.shown));
+                return Ok(ControlFlow::Break(Step::Stop));
+            }
             Err(e) => {
                 tracing::warn!("{peer}: '{}': connection lost ({e})", target.shown);
                 return Ok(ControlFlow::Break(Step::Stop));
@@ -469,11 +476,16 @@ impl Session<'_> {
             Streamed::Lost(e) => {
                 let held = fs::metadata(&target.partial).map(|m| m.len()).unwrap_or(0);
                 self.tally.failed += 1;
+                let why = match self.idle(&e) {
+                    Some(idle) => {
+                        self.tell_idle(&idle);
+                        idle
+                    }
+                    None => cause(&e),
+                };
                 report(&format!(
-                    "interrupted {} from {peer} at {held} of {} bytes ({}); kept for a resume",
-                    target.shown,
-                    offer.size,
-                    cause(&e)
+                    "interrupted {} from {peer} at {held} of {} bytes ({why}); kept for a resume",
+                    target.shown, offer.size,
                 ));
                 return Ok(Step::Stop);
             }
@@ -570,6 +582,39 @@ impl Session<'_> {
         ));
         self.tally.failed += 1;
         self.write(&Reply::Refused(reason).encode())
+    }
+
+    /// `sender idle for N s, closed` if `e` is the idle timeout running
+    /// out (a read timeout is `EAGAIN` on Linux).
+    fn idle(&self, e: &io::Error) -> Option<String> {
+        matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        )
+        .then(|| {
+            format!(
+                "sender idle for {} s, closed",
+                self.shared.config.idle_timeout.as_secs_f64()
+            )
+        })
+    }
+
+    /// The connection ended under `what` (the peer, the file): said in
+    /// the log, and to a sender that went idle, why it is closed.
+    fn lost(&self, e: &io::Error, what: &str) {
+        match self.idle(e) {
+            Some(idle) => {
+                report(&format!("{what}: {idle}"));
+                self.tell_idle(&idle);
+            }
+            None => tracing::warn!("{what}: connection lost ({})", cause(e)),
+        }
+    }
+
+    /// Tells an idle sender (which may be reading) why it is closed.
+    fn tell_idle(&self, idle: &str) {
+        let _ = self.write(&Reply::Refused(Reason::new(Code::Aborted, idle)).encode());
+        close_after_peer(self.stream);
     }
 
     fn write(&self, bytes: &[u8]) -> io::Result<()> {
