@@ -252,6 +252,16 @@ pub struct FileReceive {
     /// closed (its partial file is kept for a resume)
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
     pub idle_timeout: Duration,
+
+    /// Partial files of interrupted transfers are kept this long for a
+    /// resume, then removed (checked at start and hourly; 0 = at once)
+    #[arg(long, value_name = "DAYS", default_value = "7", value_parser = days)]
+    pub keep_partial: Duration,
+
+    /// Most space partial files may take in all (suffixes K, M, G, T);
+    /// beyond it the oldest are removed
+    #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = disk_size)]
+    pub max_partial: u64,
 }
 
 #[derive(Debug, Args)]
@@ -578,6 +588,36 @@ fn size(s: &str) -> Result<usize, String> {
         Some(bytes) if bytes > 0 && bytes <= 1 << 30 => Ok(bytes),
         _ => Err(format!("'{s}' is not between 1 byte and 1 GiB")),
     }
+}
+
+/// A number of days, 0 allowed (at most ten years).
+fn days(s: &str) -> Result<Duration, String> {
+    let days: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of days"))?;
+    if (0.0..=3650.0).contains(&days) {
+        Ok(Duration::from_secs_f64(days * 86_400.0))
+    } else {
+        Err(format!("{days} is not between 0 and 3650 days"))
+    }
+}
+
+/// A size on disk: bytes, or with K, M, G or T (powers of 1024); 0 allowed.
+fn disk_size(s: &str) -> Result<u64, String> {
+    let upper = s.to_ascii_uppercase();
+    let t = upper.trim_end_matches(['B', 'I']);
+    let (digits, shift) = match t.chars().last() {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        Some('T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (bytes, or with K, M, G, T)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
 }
 
 /// A reply must fit in one datagram.

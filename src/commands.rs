@@ -237,6 +237,8 @@ async fn file_receive(args: FileReceive, ctx: Context) -> Result<()> {
         overwrite: args.overwrite,
         once: args.once,
         idle_timeout: args.idle_timeout,
+        keep_partial: args.keep_partial,
+        max_partial: args.max_partial,
     };
     file::receive::run(listen(listener), config, ctx).await
 }

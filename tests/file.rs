@@ -915,3 +915,45 @@ fn an_idle_sender_is_told_and_closed_after_the_idle_timeout() {
         "{help}"
     );
 }
+
+/// A file of `len` bytes at `path`, last modified `age` ago.
+fn aged_file(path: &Path, len: usize, age: Duration) {
+    fs::write(path, vec![7u8; len]).unwrap();
+    let file = fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - age)
+        .unwrap();
+}
+
+#[test]
+fn kept_partial_files_expire_and_are_capped() {
+    const DAY: Duration = Duration::from_secs(86_400);
+    let dst = TempDir::new("sweep-age");
+    aged_file(&dst.join(".sockit-partial-old"), 1024, 8 * DAY);
+    aged_file(&dst.join(".sockit-partial-fresh"), 1024, DAY);
+    aged_file(&dst.join("not-a-partial.txt"), 1024, 30 * DAY);
+    let server = receiver(&dst, &[]);
+    assert_eq!(
+        server.next_line(),
+        "removed 1 partial file (1024 bytes): untouched for 7 days or over the 4294967296 byte cap"
+    );
+    assert!(!dst.join(".sockit-partial-old").exists());
+    assert!(dst.join(".sockit-partial-fresh").exists());
+    assert!(dst.join("not-a-partial.txt").exists());
+    drop(server);
+
+    // Over the cap, the oldest go first.
+    let dst = TempDir::new("sweep-cap");
+    for (name, hours) in [("a", 3), ("b", 2), ("c", 1)] {
+        let path = dst.join(&format!(".sockit-partial-{name}"));
+        aged_file(&path, 1 << 20, Duration::from_secs(hours * 3600));
+    }
+    let server = receiver(&dst, &["--max-partial", "2M"]);
+    assert_eq!(
+        server.next_line(),
+        "removed 1 partial file (1048576 bytes): untouched for 7 days or over the 2097152 byte cap"
+    );
+    assert!(!dst.join(".sockit-partial-a").exists());
+    assert!(dst.join(".sockit-partial-b").exists() && dst.join(".sockit-partial-c").exists());
+    let help = stdout(&sockit(&["file", "receive", "--help"]));
+    assert!(help.contains("--keep-partial <DAYS>") && help.contains("--max-partial <SIZE>"));
+}

@@ -12,9 +12,10 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::paths::Target;
-use super::protocol::{Code, Reason};
+use super::protocol::{Code, PARTIAL_PREFIX, Reason};
 use super::receive::{Config, io_reason};
 
 /// Temporary files are created owner-only; the sender's mode is applied
@@ -76,6 +77,52 @@ pub(super) fn remove_stale(dir: &Path, busy: &Busy, rel_stem: &str, keep: &str) 
             }
         }
     }
+}
+
+/// What a sweep of kept partial files removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Swept {
+    pub(super) files: usize,
+    pub(super) bytes: u64,
+}
+
+/// Removes the partial files kept in `dir` for resuming that nobody is
+/// writing: first those untouched for longer than `max_age` (a resume
+/// after that is unlikely), then the oldest others until the rest take at
+/// most `max_total` bytes. Abandoned offers would otherwise fill the disk
+/// a little more with each one.
+pub(super) fn sweep_partials(dir: &Path, busy: &Busy, max_age: Duration, max_total: u64) -> Swept {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Swept::default();
+    };
+    let mut kept: Vec<(SystemTime, u64, String)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let meta = entry.path().symlink_metadata().ok()?;
+            (name.starts_with(PARTIAL_PREFIX) && meta.is_file())
+                .then(|| (meta.modified().unwrap_or(UNIX_EPOCH), meta.len(), name))
+        })
+        .collect();
+    kept.sort();
+    let now = SystemTime::now();
+    let mut total: u64 = kept.iter().map(|(_, len, _)| len).sum();
+    let mut swept = Swept::default();
+    for (modified, len, name) in &kept {
+        let old = now.duration_since(*modified).unwrap_or_default() > max_age;
+        if !old && total <= max_total {
+            continue;
+        }
+        // Skip one another session is writing right now.
+        if let Some(_guard) = busy.claim(name)
+            && fs::remove_file(dir.join(name)).is_ok()
+        {
+            total -= len;
+            swept.files += 1;
+            swept.bytes += len;
+        }
+    }
+    swept
 }
 
 /// The temporary file, opened for resuming: its length and the BLAKE3

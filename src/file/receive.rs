@@ -63,7 +63,22 @@ pub struct Config {
     pub once: bool,
     /// How long a sender may send nothing mid-session.
     pub idle_timeout: Duration,
+    /// Partial files untouched for longer are removed (see
+    /// `install::sweep_partials`).
+    pub keep_partial: Duration,
+    /// Partial files beyond this many bytes in all are removed, oldest
+    /// first.
+    pub max_partial: u64,
 }
+
+/// Default for `--keep-partial`: a week to come back and resume.
+pub const DEFAULT_KEEP_PARTIAL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Default for `--max-partial`, in bytes (4 GiB).
+pub const DEFAULT_MAX_PARTIAL: u64 = 4 << 30;
+
+/// How often kept partial files are swept while the receiver runs.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// State shared by all sessions.
 struct Shared {
@@ -98,13 +113,56 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf> {
 
 /// Serves sessions until `shutdown` is cancelled (or, with `--once`, until
 /// the first transfer ends: its failures then make the exit code 1).
-pub async fn run(mut listen: Listen, config: Config, ctx: Context) -> Result<()> {
+pub async fn run(listen: Listen, config: Config, ctx: Context) -> Result<()> {
     let shutdown = ctx.shutdown;
     let once = config.once;
     let shared = Arc::new(Shared {
         config,
         busy: Busy::default(),
     });
+    sweep(&shared);
+    let sweeper = tokio::spawn(sweep_every(shared.clone()));
+    let outcome = serve(listen, shared, once, shutdown).await;
+    sweeper.abort();
+    outcome
+}
+
+/// Sweeps kept partial files every [`SWEEP_EVERY`].
+async fn sweep_every(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let shared = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || sweep(&shared)).await;
+    }
+}
+
+/// One sweep of kept partial files, reported when it removed any.
+fn sweep(shared: &Shared) {
+    let config = &shared.config;
+    let swept = install::sweep_partials(
+        &config.dir,
+        &shared.busy,
+        config.keep_partial,
+        config.max_partial,
+    );
+    if swept.files > 0 {
+        report(&format!(
+            "removed {} partial file{} ({} bytes): untouched for {} days or over the {} byte cap",
+            swept.files,
+            if swept.files == 1 { "" } else { "s" },
+            swept.bytes,
+            config.keep_partial.as_secs_f64() / 86_400.0,
+            config.max_partial
+        ));
+    }
+}
+
+async fn serve(
+    mut listen: Listen,
+    shared: Arc<Shared>,
+    once: bool,
+    shutdown: CancellationToken,
+) -> Result<()> {
     if !once {
         listen.max_connections = listen.max_connections.min(MAX_SESSIONS);
         service::serve_tcp(
