@@ -224,10 +224,48 @@ pub struct BroadcastTarget {
     pub local: Ipv4Addr,
     /// The interface's directed broadcast address (`198.18.0.255`).
     pub broadcast: Ipv4Addr,
+    /// Whether `broadcast` is the kernel's or derived by `directed_broadcast`.
+    pub source: BroadcastSource,
+}
+
+/// Where a [`BroadcastTarget`]'s address came from, for `-v`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BroadcastSource {
+    /// The kernel's, as configured (`ip addr add ... brd +`).
+    Kernel,
+    /// `local | !mask`, because the kernel's (`kernel`) was no use.
+    Derived {
+        prefix: u8,
+        kernel: Option<Ipv4Addr>,
+    },
+}
+
+/// `198.18.0.255 on eth0 (derived from 198.18.0.1/24: ...)`, for `-v`.
+impl std::fmt::Display for BroadcastTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} on {} (", self.broadcast, self.interface)?;
+        match self.source {
+            BroadcastSource::Kernel => write!(f, "the kernel's broadcast address)"),
+            BroadcastSource::Derived { prefix, kernel } => {
+                let why = match kernel {
+                    None => "none".to_string(),
+                    Some(ip) if ip == self.local => "the host's own address".to_string(),
+                    Some(ip) => ip.to_string(),
+                };
+                write!(
+                    f,
+                    "derived from {}/{prefix}: the kernel's broadcast address is {why})",
+                    self.local
+                )
+            }
+        }
+    }
 }
 
 /// The directed broadcast address of every up, broadcast-capable IPv4
-/// interface, loopback excluded, in the kernel's order.
+/// interface, loopback excluded, in the kernel's order: the kernel's, or
+/// derived from address and prefix where it has none usable (see
+/// `directed_broadcast`).
 ///
 /// Why directed broadcasts and not 255.255.255.255: the limited broadcast
 /// leaves only through the interface of the default route (or nowhere,
@@ -238,20 +276,66 @@ pub struct BroadcastTarget {
 pub fn broadcast_targets() -> Result<Vec<BroadcastTarget>> {
     let mut targets = Vec::new();
     for ifa in up_interfaces(InterfaceFlags::IFF_BROADCAST)? {
-        let local = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in());
-        let broadcast = ifa.broadcast.as_ref().and_then(|a| a.as_sockaddr_in());
-        if let (Some(local), Some(broadcast)) = (local, broadcast) {
-            let target = BroadcastTarget {
-                interface: ifa.interface_name.clone(),
-                local: local.ip(),
-                broadcast: broadcast.ip(),
-            };
-            if !targets.contains(&target) {
-                targets.push(target);
-            }
+        let Some(local) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()) else {
+            continue;
+        };
+        let kernel = ifa.broadcast.as_ref().and_then(|a| a.as_sockaddr_in());
+        let netmask = ifa.netmask.as_ref().and_then(|a| a.as_sockaddr_in());
+        let local = local.ip();
+        let Some((broadcast, source)) =
+            directed_broadcast(local, netmask.map(|m| m.ip()), kernel.map(|b| b.ip()))
+        else {
+            tracing::debug!(
+                "{}: {local} has no directed broadcast address; not broadcasting there",
+                ifa.interface_name
+            );
+            continue;
+        };
+        let target = BroadcastTarget {
+            interface: ifa.interface_name.clone(),
+            local,
+            broadcast,
+            source,
+        };
+        if !targets.contains(&target) {
+            targets.push(target);
         }
     }
     Ok(targets)
+}
+
+/// The directed broadcast address for `local` on a subnet of `netmask`,
+/// given the one the kernel reports (`kernel`), or `None` if there is none.
+///
+/// The kernel's is kept when it is usable. It is not when the address was
+/// added without `brd +` (`ip addr add 198.18.0.1/24 dev eth0`, issue 17):
+/// getifaddrs(3) then reports the host's own address there (glibc fills
+/// the field from IFA_ADDRESS), or nothing, or 0.0.0.0, and a datagram
+/// sent to it never leaves the host. The kernel still routes and accepts
+/// `local | !mask` as a broadcast on that subnet, so that is derived.
+///
+/// A /31 (RFC 3021, two hosts on a point-to-point link) or /32 has no
+/// directed broadcast: `local | !mask` is the peer or this host itself.
+/// Such an interface is skipped rather than sent 255.255.255.255, which
+/// would leave by the default route's interface, not this one (see
+/// [`broadcast_targets`]); `--to` still reaches a peer there.
+fn directed_broadcast(
+    local: Ipv4Addr,
+    netmask: Option<Ipv4Addr>,
+    kernel: Option<Ipv4Addr>,
+) -> Option<(Ipv4Addr, BroadcastSource)> {
+    if let Some(brd) = kernel.filter(|b| !b.is_unspecified() && *b != local) {
+        return Some((brd, BroadcastSource::Kernel));
+    }
+    let mask = netmask?.to_bits();
+    // Linux netmasks are contiguous, so the prefix is the leading ones.
+    let prefix = mask.leading_ones();
+    if prefix >= 31 {
+        return None;
+    }
+    let derived = Ipv4Addr::from_bits(local.to_bits() | !mask);
+    let prefix = u8::try_from(prefix).ok()?;
+    Some((derived, BroadcastSource::Derived { prefix, kernel }))
 }
 
 /// An up, multicast-capable interface with an IPv6 address, loopback
@@ -354,6 +438,100 @@ mod tests {
         let taken = first.local_addr().unwrap();
         let err = bind_udp(taken).unwrap_err();
         assert!(err.to_string().contains("address already in use"), "{err}");
+    }
+
+    #[test]
+    fn broadcast_is_the_kernels_when_usable_else_derived_from_the_prefix() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let (local, mask) = (ip("198.18.0.1"), Some(ip("255.255.255.0")));
+        let derived = |kernel| {
+            Some((
+                ip("198.18.0.255"),
+                BroadcastSource::Derived { prefix: 24, kernel },
+            ))
+        };
+        // `brd +`, or any other address the admin set: kept.
+        assert_eq!(
+            directed_broadcast(local, mask, Some(ip("198.18.0.255"))),
+            Some((ip("198.18.0.255"), BroadcastSource::Kernel))
+        );
+        assert_eq!(
+            directed_broadcast(local, Some(ip("255.255.0.0")), Some(ip("198.18.0.127"))),
+            Some((ip("198.18.0.127"), BroadcastSource::Kernel))
+        );
+        // Missing, 0.0.0.0, or the host's own address: derived.
+        assert_eq!(directed_broadcast(local, mask, None), derived(None));
+        assert_eq!(
+            directed_broadcast(local, mask, Some(Ipv4Addr::UNSPECIFIED)),
+            derived(Some(Ipv4Addr::UNSPECIFIED))
+        );
+        assert_eq!(
+            directed_broadcast(local, mask, Some(local)),
+            derived(Some(local))
+        );
+        assert_eq!(
+            directed_broadcast(
+                ip("10.1.2.3"),
+                Some(ip("255.252.0.0")),
+                Some(ip("10.1.2.3"))
+            ),
+            Some((
+                ip("10.3.255.255"),
+                BroadcastSource::Derived {
+                    prefix: 14,
+                    kernel: Some(ip("10.1.2.3"))
+                }
+            ))
+        );
+        assert_eq!(
+            directed_broadcast(ip("10.0.0.1"), Some(ip("255.255.255.252")), None),
+            Some((
+                ip("10.0.0.3"),
+                BroadcastSource::Derived {
+                    prefix: 30,
+                    kernel: None
+                }
+            ))
+        );
+        // /31 and /32 have no directed broadcast: skipped.
+        let own = Some(ip("10.0.0.1"));
+        assert_eq!(
+            directed_broadcast(ip("10.0.0.1"), Some(ip("255.255.255.254")), own),
+            None
+        );
+        assert_eq!(
+            directed_broadcast(ip("10.0.0.1"), Some(ip("255.255.255.255")), own),
+            None
+        );
+        assert_eq!(
+            directed_broadcast(ip("10.0.0.1"), Some(ip("255.255.255.255")), None),
+            None
+        );
+        // No netmask and nothing usable from the kernel: nothing to derive from.
+        assert_eq!(directed_broadcast(local, None, Some(local)), None);
+    }
+
+    #[test]
+    fn verbose_says_where_the_broadcast_address_came_from() {
+        let mut target = BroadcastTarget {
+            interface: "eth0".into(),
+            local: Ipv4Addr::new(198, 18, 0, 1),
+            broadcast: Ipv4Addr::new(198, 18, 0, 255),
+            source: BroadcastSource::Kernel,
+        };
+        assert_eq!(
+            target.to_string(),
+            "198.18.0.255 on eth0 (the kernel's broadcast address)"
+        );
+        target.source = BroadcastSource::Derived {
+            prefix: 24,
+            kernel: Some(target.local),
+        };
+        assert_eq!(
+            target.to_string(),
+            "198.18.0.255 on eth0 (derived from 198.18.0.1/24: \
+             the kernel's broadcast address is the host's own address)"
+        );
     }
 
     #[test]

@@ -189,6 +189,108 @@ fn discover_lists_responders_and_the_seed_callee_once_each_and_the_seed_caller_h
     assert_eq!(heard, expected, "{}", stdout(&out));
 }
 
+/// Issue 17: a host whose address was added without `brd +` has no
+/// broadcast address on the interface (getifaddrs reports its own address
+/// there). sockit derives 198.18.0.255 from 198.18.0.1/24 and says so
+/// under -v; a host with `brd` keeps the kernel's. A is configured without
+/// brd, B with, C without (so it must also *receive* a directed broadcast).
+#[test]
+fn a_host_without_brd_still_broadcasts_and_discovers_on_its_subnet() {
+    let Some(lan) = Lan::new("no-brd") else {
+        return;
+    };
+    let mut switch = lan.switch();
+    let (mut a, mut b, mut c) = (lan.host(), lan.host(), lan.host());
+    lan.plug_without_brd(&mut a, &mut switch, "198.18.0.1/24");
+    lan.plug(&mut b, &mut switch, Some("198.18.0.2/24"));
+    lan.plug_without_brd(&mut c, &mut switch, "198.18.0.3/24");
+    let shown = run_with_input(
+        &mut a.command("ip", &["-4", "addr", "show", "dev", "eth0"]),
+        b"",
+    );
+    assert!(
+        stdout(&shown).contains("inet 198.18.0.1/24 scope") && !stdout(&shown).contains(" brd "),
+        "A has no broadcast address: {}",
+        stdout(&shown)
+    );
+
+    let b_listen = Running::ready(
+        &mut b.sockit(&["broadcast", "listen", "-c", "1"]),
+        listening,
+    );
+    let c_seed = Running::ready(&mut c.python("seed004_receiver.py", &[]), |l| {
+        l == "Broadcast receiver start"
+    });
+    let sent = run_with_input(
+        &mut a.sockit(&["-v", "broadcast", "send", "hi", "-c", "3", "-i", "0.2"]),
+        b"",
+    );
+    assert_ok(&sent);
+    assert_eq!(
+        stdout(&sent).lines().collect::<Vec<_>>(),
+        vec!["sent 2 bytes to 198.18.0.255:37020 (eth0)"; 3],
+        "{}",
+        stderr(&sent)
+    );
+    assert!(
+        stderr(&sent).contains("198.18.0.255 on eth0 (derived from 198.18.0.1/24"),
+        "-v says the address was derived: {}",
+        stderr(&sent)
+    );
+    let (status, lines, err) = b_listen.finish();
+    assert!(status.success(), "{err}");
+    assert!(
+        lines[1].starts_with("198.18.0.1:") && lines[1].ends_with(": hi"),
+        "{lines:?}"
+    );
+    let (status, lines, err) = c_seed.finish();
+    assert!(status.success(), "{err}");
+    assert!(
+        lines[1].starts_with("Message [b'hi'] from Server ('198.18.0.1', "),
+        "{lines:?}"
+    );
+
+    // discover from A finds B and C over IPv4 (an IPv4 address is listed
+    // first when a responder answered over both).
+    let _b = Running::ready(&mut b.sockit(&["respond", "--name", "with-brd"]), listening);
+    let _c = Running::ready(&mut c.sockit(&["respond", "--name", "no-brd"]), listening);
+    let out = run_with_input(&mut a.sockit(&["-v", "discover", "--json", "-w", "1"]), b"");
+    assert_ok(&out);
+    let found: Vec<(String, String)> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+        .map(|f| {
+            (
+                field(&f, "address").to_string(),
+                field(&f, "name").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("198.18.0.2:37021".to_string(), "with-brd".to_string()),
+            ("198.18.0.3:37021".to_string(), "no-brd".to_string()),
+        ],
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("broadcast address 198.18.0.255 on eth0 (derived from 198.18.0.1/24"),
+        "{}",
+        stderr(&out)
+    );
+
+    // B, configured with brd, keeps the kernel's address and says so.
+    let out = run_with_input(&mut b.sockit(&["-v", "broadcast", "send", "-c", "1"]), b"");
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("198.18.0.255 on eth0 (the kernel's broadcast address)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn discover_from_a_host_on_two_segments_finds_both() {
     let Some(lan) = Lan::new("two-segments") else {

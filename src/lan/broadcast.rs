@@ -49,19 +49,29 @@ pub async fn send(config: SendConfig, ctx: Context) -> Result<()> {
             _ = shutdown.cancelled() => return Ok(()),
         }
         round += 1;
-        send_round(&socket, config, out).await?;
+        send_round(&socket, config, round == 1, out).await?;
     }
     Ok(())
 }
 
 /// One datagram to each destination. Interfaces are listed afresh every
-/// round, so a board that joins Wi-Fi after starting is still heard.
-async fn send_round(socket: &UdpSocket, config: &SendConfig, out: &mut impl Write) -> Result<()> {
+/// round, so a board that joins Wi-Fi after starting is still heard; which
+/// broadcast addresses are used (and whether derived) is logged on the
+/// `first` round only, so `-v` does not repeat it every tick.
+async fn send_round(
+    socket: &UdpSocket,
+    config: &SendConfig,
+    first: bool,
+    out: &mut impl Write,
+) -> Result<()> {
     let destinations: Vec<(SocketAddr, Option<String>)> = match config.to {
         Some(ip) => vec![(SocketAddr::new(ip, config.port), None)],
         None => net::broadcast_targets()?
             .into_iter()
             .map(|t| {
+                if first {
+                    tracing::info!("broadcast address {t}");
+                }
                 (
                     SocketAddr::new(t.broadcast.into(), config.port),
                     Some(t.interface),

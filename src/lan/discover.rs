@@ -217,9 +217,12 @@ fn destinations(config: &Config, have_v6: bool) -> Result<Vec<Destination>> {
     }
     let mut list: Vec<Destination> = net::broadcast_targets()?
         .into_iter()
-        .map(|t| Destination {
-            addr: SocketAddr::new(t.broadcast.into(), config.port),
-            via: t.interface,
+        .map(|t| {
+            tracing::info!("broadcast address {t}");
+            Destination {
+                addr: SocketAddr::new(t.broadcast.into(), config.port),
+                via: t.interface,
+            }
         })
         .collect();
     if have_v6 {

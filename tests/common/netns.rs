@@ -135,10 +135,28 @@ impl Lan {
     }
 
     /// Plugs `host` into `switch` with a new interface `ethN`, with the
-    /// IPv4 address `cidr` (`198.18.0.2/24`) if given. The first IPv4
-    /// interface also gets the default route, so the seed programs'
-    /// `<broadcast>` (255.255.255.255) has a way out. Returns the name.
+    /// IPv4 address `cidr` (`198.18.0.2/24`) and its broadcast address
+    /// (`brd +`) if given. The first IPv4 interface also gets the default
+    /// route, so the seed programs' `<broadcast>` (255.255.255.255) has a
+    /// way out. Returns the name.
     pub fn plug(&self, host: &mut Host, switch: &mut Switch, cidr: Option<&str>) -> String {
+        self.plug_with(host, switch, cidr, true)
+    }
+
+    /// [`Lan::plug`] as a bare `ip addr add CIDR dev ethN` leaves it: no
+    /// broadcast address on the interface (issue 17), which programs must
+    /// cope with, since many hosts are configured that way.
+    pub fn plug_without_brd(&self, host: &mut Host, switch: &mut Switch, cidr: &str) -> String {
+        self.plug_with(host, switch, Some(cidr), false)
+    }
+
+    fn plug_with(
+        &self,
+        host: &mut Host,
+        switch: &mut Switch,
+        cidr: Option<&str>,
+        brd: bool,
+    ) -> String {
         let eth = format!("eth{}", host.interfaces);
         let port = format!("p{}", switch.ports);
         host.interfaces += 1;
@@ -151,7 +169,11 @@ impl Lan {
             "-n", &switch.ns, "link", "set", &port, "master", "br0", "up",
         ]);
         if let Some(cidr) = cidr {
-            ip(&["-n", &host.ns, "addr", "add", cidr, "brd", "+", "dev", &eth]);
+            let brd: &[&str] = if brd { &["brd", "+"] } else { &[] };
+            let mut args = vec!["-n", &host.ns, "addr", "add", cidr];
+            args.extend_from_slice(brd);
+            args.extend_from_slice(&["dev", &eth]);
+            ip(&args);
         }
         ip(&["-n", &host.ns, "link", "set", &eth, "up"]);
         if cidr.is_some() && !host.has_default_route {
