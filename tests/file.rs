@@ -957,3 +957,75 @@ fn kept_partial_files_expire_and_are_capped() {
     let help = stdout(&sockit(&["file", "receive", "--help"]));
     assert!(help.contains("--keep-partial <DAYS>") && help.contains("--max-partial <SIZE>"));
 }
+
+/// A protocol entry as `sockit file send` frames it.
+fn entry(kind: u8, path: &str, mode: u32, file: Option<(u64, u64)>) -> Vec<u8> {
+    let mut out = vec![kind];
+    out.extend_from_slice(&(path.len() as u16).to_be_bytes());
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(&mode.to_be_bytes());
+    if let Some((size, identity)) = file {
+        out.extend_from_slice(&size.to_be_bytes());
+        out.extend_from_slice(&identity.to_be_bytes());
+    }
+    out
+}
+
+#[test]
+fn an_abandoned_transfer_leaves_no_empty_directories_of_its_own() {
+    let dst = TempDir::new("abandoned-dirs");
+    fs::create_dir(dst.join("keep")).unwrap();
+    let server = receiver(&dst, &[]);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(b"SOCKIT-FILE\x01").unwrap();
+    let mut hello = [0u8; 12];
+    s.read_exact(&mut hello).unwrap();
+    // Two directories (one inside a directory that was there before)...
+    for path in ["a/b/c", "keep/new"] {
+        s.write_all(&entry(b'D', path, 0o755, None)).unwrap();
+        let mut reply = [0u8; 1];
+        s.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"K", "{path}");
+    }
+    // ...and a file two new directories deep, accepted, then nothing.
+    s.write_all(&entry(b'F', "g/h/f.bin", 0o644, Some((100, 7))))
+        .unwrap();
+    let mut accept = [0u8; 41];
+    s.read_exact(&mut accept).unwrap();
+    assert_eq!(accept[0], b'A');
+    drop(s);
+    let mut lines = Vec::new();
+    while lines.len() < 10 {
+        let line = server.next_line();
+        let done = line.starts_with("removed ");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("removed 6 empty directories of the abandoned transfer from 127.0.0.1:"),
+        "{lines:?}"
+    );
+    for gone in ["a", "keep/new", "g"] {
+        assert!(!dst.join(gone).exists(), "{gone} is still there");
+    }
+    assert!(
+        dst.join("keep").is_dir(),
+        "a directory that was there before went"
+    );
+    // The partial file is kept for a resume, in DIR itself.
+    let partials = fs::read_dir(dst.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".sockit-partial-")
+        })
+        .count();
+    assert_eq!(partials, 1);
+}

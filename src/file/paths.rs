@@ -27,17 +27,28 @@ pub(super) struct Target {
 }
 
 /// Creates a received directory (and its parents) and applies its mode
-/// (always keeping it writable and searchable for us).
-pub(super) fn make_dir(config: &Config, path: &[u8], mode: u32) -> Result<String, Reason> {
+/// (always keeping it writable and searchable for us). Directories it
+/// creates are added to `created`.
+pub(super) fn make_dir(
+    config: &Config,
+    path: &[u8],
+    mode: u32,
+    created: &mut Vec<PathBuf>,
+) -> Result<String, Reason> {
     let parts = protocol::safe_path(path).map_err(|m| Reason::new(Code::Unsafe, m))?;
     let shown = crate::text::printable(path);
-    let dir = make_parents(&config.dir, &parts)?;
+    let dir = make_parents(&config.dir, &parts, created)?;
     let _ = fs::set_permissions(&dir, fs::Permissions::from_mode((mode & 0o777) | 0o700));
     Ok(shown)
 }
 
 /// Checks an offer and works out its target; refusals go to the sender.
-pub(super) fn check_offer(config: &Config, offer: &Offer) -> Result<Target, Reason> {
+/// Directories it creates on the way are added to `created`.
+pub(super) fn check_offer(
+    config: &Config,
+    offer: &Offer,
+    created: &mut Vec<PathBuf>,
+) -> Result<Target, Reason> {
     let parts = protocol::safe_path(&offer.path).map_err(|m| Reason::new(Code::Unsafe, m))?;
     let shown = crate::text::printable(&offer.path);
     let (name, parents) = parts
@@ -47,7 +58,7 @@ pub(super) fn check_offer(config: &Config, offer: &Offer) -> Result<Target, Reas
     let partial_name = partial_name(&rel, offer.size, offer.identity);
     let partial = config.dir.join(&partial_name);
     check_space(&config.dir, &partial, offer.size)?;
-    let parent = make_parents(&config.dir, parents)?;
+    let parent = make_parents(&config.dir, parents, created)?;
     let dest = parent.join(name);
     match fs::symlink_metadata(&dest) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -133,10 +144,15 @@ pub(super) fn decimal_size(bytes: u64) -> String {
     }
 }
 
-/// The directory `parts` leads to under `root`, created where missing.
-/// Every existing component is checked with `lstat`: a symlink or a
-/// non-directory in the way is refused, never followed.
-fn make_parents(root: &Path, parts: &[&str]) -> Result<PathBuf, Reason> {
+/// The directory `parts` leads to under `root`, created where missing
+/// (each one created is added to `created`, parents first). Every existing
+/// component is checked with `lstat`: a symlink or a non-directory in the
+/// way is refused, never followed.
+fn make_parents(
+    root: &Path,
+    parts: &[&str],
+    created: &mut Vec<PathBuf>,
+) -> Result<PathBuf, Reason> {
     let mut at = root.to_path_buf();
     for (i, part) in parts.iter().enumerate() {
         at.push(part);
@@ -159,13 +175,15 @@ fn make_parents(root: &Path, parts: &[&str]) -> Result<PathBuf, Reason> {
                 ));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Err(e) = fs::create_dir(&at)
-                    && e.kind() != io::ErrorKind::AlreadyExists
-                {
-                    return Err(io_reason(
-                        &format!("cannot create directory '{}'", here()),
-                        &e,
-                    ));
+                match fs::create_dir(&at) {
+                    Ok(()) => created.push(at.clone()),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        return Err(io_reason(
+                            &format!("cannot create directory '{}'", here()),
+                            &e,
+                        ));
+                    }
                 }
                 // Created by us, or by a racing session: check it again.
                 match fs::symlink_metadata(&at) {
@@ -199,4 +217,17 @@ mod tests {
         assert_eq!(decimal_size(999_999_999), "1.0 GB");
         assert_eq!(decimal_size(u64::MAX), "18 EB");
     }
+}
+
+/// Removes the directories in `created` (parents listed before their
+/// children) that are still empty, deepest first: what an abandoned
+/// transfer made and never filled. A directory holding anything, or one
+/// that was there before, is never touched (`rmdir` removes only empty
+/// directories).
+pub(super) fn remove_empty(created: &[PathBuf]) -> usize {
+    created
+        .iter()
+        .rev()
+        .filter(|dir| fs::remove_dir(dir).is_ok())
+        .count()
 }

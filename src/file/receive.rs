@@ -251,45 +251,66 @@ fn session(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Result<T
         reader: BufReader::with_capacity(64 << 10, stream.try_clone()?),
         stream: &stream,
         peer,
+        created: Vec::new(),
     };
     if !s.greet()? {
         return Ok(s.tally);
     }
     s.tally.transfer = true;
+    let ended = s.entries();
+    // A transfer that did not end as the sender meant leaves no empty
+    // directories of its own behind (a resume makes them again).
+    if !matches!(ended, Ok(true)) {
+        let removed = paths::remove_empty(&s.created);
+        if removed > 0 {
+            report(&format!(
+                "removed {removed} empty director{} of the abandoned transfer from {peer}",
+                if removed == 1 { "y" } else { "ies" }
+            ));
+        }
+    }
+    ended.map(|_| s.tally)
+}
 
-    loop {
-        let Some(entry) = s.next_entry() else {
-            return Ok(s.tally);
-        };
-        let outcome = match entry {
-            Entry::End => {
-                // Read the sender's FIN before closing, so nothing unread
-                // makes our close a reset.
-                close_after_peer(&stream);
-                return Ok(s.tally);
-            }
-            Entry::Dir { path, mode } => {
-                s.receive_dir(&path, mode)?;
-                Step::Next
-            }
-            Entry::File {
-                path,
-                mode,
-                size,
-                identity,
-            } => {
-                let offer = Offer {
+impl Session<'_> {
+    /// Entries until the session is over: `Ok(true)` when the sender ended
+    /// it as planned.
+    fn entries(&mut self) -> io::Result<bool> {
+        let stream = self.stream;
+        loop {
+            let Some(entry) = self.next_entry() else {
+                return Ok(false);
+            };
+            let outcome = match entry {
+                Entry::End => {
+                    // Read the sender's FIN before closing, so nothing
+                    // unread makes our close a reset.
+                    close_after_peer(stream);
+                    return Ok(true);
+                }
+                Entry::Dir { path, mode } => {
+                    self.receive_dir(&path, mode)?;
+                    Step::Next
+                }
+                Entry::File {
                     path,
                     mode,
                     size,
                     identity,
-                };
-                s.receive_file(&offer)?
+                } => {
+                    let offer = Offer {
+                        path,
+                        mode,
+                        size,
+                        identity,
+                    };
+                    self.receive_file(&offer)?
+                }
+            };
+            if let Step::Stop = outcome {
+                close_after_peer(stream);
+                return Ok(false);
             }
-        };
-        if let Step::Stop = outcome {
-            close_after_peer(&stream);
-            return Ok(s.tally);
         }
     }
 }
@@ -328,6 +349,8 @@ struct Session<'a> {
     /// The writing side: replies go straight out, unbuffered.
     stream: &'a TcpStream,
     peer: SocketAddr,
+    /// Directories this session created, parents first.
+    created: Vec<PathBuf>,
 }
 
 impl Session<'_> {
@@ -396,7 +419,7 @@ impl Session<'_> {
     /// Handles one directory entry: created (with its parents), or refused.
     fn receive_dir(&mut self, path: &[u8], mode: u32) -> io::Result<()> {
         let peer = self.peer;
-        let reply = match paths::make_dir(&self.shared.config, path, mode) {
+        let reply = match paths::make_dir(&self.shared.config, path, mode, &mut self.created) {
             Ok(shown) => {
                 report(&format!("received {shown}/ from {peer}"));
                 self.tally.ok += 1;
@@ -419,7 +442,7 @@ impl Session<'_> {
     /// claimed), accept, stream, verdict.
     fn receive_file(&mut self, offer: &Offer) -> io::Result<Step> {
         let shared = self.shared;
-        let target = match paths::check_offer(&shared.config, offer) {
+        let target = match paths::check_offer(&shared.config, offer, &mut self.created) {
             Ok(t) => t,
             Err(reason) => {
                 self.refuse(offer, reason)?;
