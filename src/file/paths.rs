@@ -202,6 +202,19 @@ fn make_parents(
     Ok(at)
 }
 
+/// Removes the directories in `created` (parents listed before their
+/// children) that are still empty, deepest first: what an abandoned
+/// transfer made and never filled. A directory holding anything, or one
+/// that was there before, is never touched (`rmdir` removes only empty
+/// directories).
+pub(super) fn remove_empty(created: &[PathBuf]) -> usize {
+    created
+        .iter()
+        .rev()
+        .filter(|dir| fs::remove_dir(dir).is_ok())
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::decimal_size;
@@ -217,17 +230,4 @@ mod tests {
         assert_eq!(decimal_size(999_999_999), "1.0 GB");
         assert_eq!(decimal_size(u64::MAX), "18 EB");
     }
-}
-
-/// Removes the directories in `created` (parents listed before their
-/// children) that are still empty, deepest first: what an abandoned
-/// transfer made and never filled. A directory holding anything, or one
-/// that was there before, is never touched (`rmdir` removes only empty
-/// directories).
-pub(super) fn remove_empty(created: &[PathBuf]) -> usize {
-    created
-        .iter()
-        .rev()
-        .filter(|dir| fs::remove_dir(dir).is_ok())
-        .count()
 }
