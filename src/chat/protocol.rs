@@ -518,4 +518,65 @@ mod tests {
             b"* 5 online: a, b, ... and 3 more\n"
         );
     }
+
+    /// Everything the framer makes of `data` fed in pieces cut at `cuts`,
+    /// then flushed (the sender closed).
+    fn frame_in_pieces(data: &[u8], cuts: &[usize], max: usize) -> Vec<String> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(data.len())).collect();
+        cuts.sort_unstable();
+        let mut f = LineFramer::new(max);
+        let mut got = Vec::new();
+        let mut on = |input: Input<'_>| {
+            got.push(match input {
+                Input::Line(l) => {
+                    assert!(l.len() <= max && !l.contains(&b'\n'), "{l:?}");
+                    String::from_utf8_lossy(l).into_owned()
+                }
+                Input::TooLong => "<too long>".to_string(),
+            });
+            ControlFlow::Continue(())
+        };
+        let mut at = 0;
+        for cut in cuts.into_iter().chain([data.len()]) {
+            assert_eq!(f.feed(&data[at..cut], &mut on), cut - at);
+            at = cut;
+        }
+        f.flush(&mut on);
+        got
+    }
+
+    proptest::proptest! {
+        /// How TCP happens to cut the stream changes nothing: the same
+        /// lines, each within the limit and without a newline, and one
+        /// "too long" per overlong line.
+        #[test]
+        fn framing_does_not_depend_on_where_reads_end(
+            data in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(b'\n'),
+                    proptest::strategy::Just(b'\r'),
+                    proptest::prelude::any::<u8>(),
+                ],
+                0..400,
+            ),
+            cuts in proptest::collection::vec(0usize..400, 0..6),
+            max in 1usize..40,
+        ) {
+            proptest::prop_assert_eq!(
+                frame_in_pieces(&data, &[], max),
+                frame_in_pieces(&data, &cuts, max)
+            );
+        }
+
+        /// Any text parses as a command or a message without panicking,
+        /// and a parsed nick is one `valid_nick` would check.
+        #[test]
+        fn any_line_parses(line in ".{0,80}") {
+            let _ = Command::parse(&line);
+            if let Some((name, rest)) = name_prefix(&line) {
+                proptest::prop_assert!(valid_nick(name));
+                proptest::prop_assert!(line.ends_with(rest));
+            }
+        }
+    }
 }

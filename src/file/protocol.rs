@@ -721,4 +721,58 @@ mod tests {
         assert!(!partial_name("b", 10, 1).starts_with(&partial_stem("a")));
         assert!(a.len() < MAX_COMPONENT);
     }
+
+    proptest::proptest! {
+        /// Every entry decodes to itself.
+        #[test]
+        fn any_entry_round_trips(
+            path in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            mode in proptest::prelude::any::<u32>(),
+            size in proptest::prelude::any::<u64>(),
+            identity in proptest::prelude::any::<u64>(),
+            kind in 0u8..3,
+        ) {
+            let entry = match kind {
+                0 => Entry::Dir { path, mode },
+                1 => Entry::File { path, mode, size, identity },
+                _ => Entry::End,
+            };
+            let bytes = entry.encode();
+            let back = Entry::decode(&mut &bytes[..]);
+            proptest::prop_assert!(matches!(back, Ok(Some(ref e)) if *e == entry), "{back:?}");
+        }
+
+        /// Every reply decodes to itself (a refusal's text within its limit).
+        #[test]
+        fn any_reply_round_trips(
+            offset in proptest::prelude::any::<u64>(),
+            prefix in proptest::prelude::any::<[u8; 32]>(),
+            code in 1u8..=7,
+            // Printable text: a reason's control and invisible characters
+            // are escaped on the way in, by design.
+            message in "[a-zA-Z0-9 ,.:()'/가-힣-]{0,100}",
+            kind in 0u8..3,
+        ) {
+            let reply = match kind {
+                0 => Reply::Accept { offset, prefix },
+                1 => Reply::Ok,
+                _ => Reply::Refused(Reason::new(Code::from_byte(code), message)),
+            };
+            let bytes = reply.encode();
+            let back = Reply::decode(&mut &bytes[..]);
+            proptest::prop_assert!(matches!(back, Ok(ref r) if *r == reply), "{back:?}");
+        }
+
+        /// Garbage never panics, and a path read from it is no longer
+        /// than the bytes it came from.
+        #[test]
+        fn garbage_entries_are_errors_or_fit(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            if let Ok(Some(Entry::Dir { path, .. } | Entry::File { path, .. })) =
+                Entry::decode(&mut &bytes[..])
+            {
+                proptest::prop_assert!(path.len() + 3 <= bytes.len());
+            }
+            let _ = Reply::decode(&mut &bytes[..]);
+        }
+    }
 }

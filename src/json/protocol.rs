@@ -697,4 +697,57 @@ mod tests {
         c.encode(err("bad", 3), &mut out).unwrap();
         assert_eq!(&out[..], b"[1]\n{\"error\":\"bad\",\"offset\":3}\n");
     }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            ".{0,20}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 40, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(".{0,8}", inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Any value, pretty-printed and cut into reads anywhere, comes out
+        /// as one compact line that parses back to the same value.
+        #[test]
+        fn values_round_trip_through_any_reads(value in any_json(), cut in 0usize..400) {
+            let text = serde_json::to_string_pretty(&value).expect("serialize");
+            let cut = cut.min(text.len());
+            let frames = decode_all(
+                &mut JsonCodec::new(DEFAULT_MAX_SIZE),
+                &[&text.as_bytes()[..cut], &text.as_bytes()[cut..], b"\n"],
+            );
+            proptest::prop_assert_eq!(frames.len(), 1, "{:?}", frames);
+            let Frame::Value(line) = &frames[0] else {
+                return Err(proptest::test_runner::TestCaseError::fail(format!("{frames:?}")));
+            };
+            // Compacting keeps every token as it was written (numbers
+            // digit for digit): the line is exactly the compact form.
+            let compact = serde_json::to_string(&value).expect("serialize");
+            proptest::prop_assert_eq!(std::str::from_utf8(line).ok(), Some(compact.as_str()));
+        }
+
+        /// Garbage gives errors whose offsets lie within the input.
+        #[test]
+        fn garbage_errors_point_into_the_input(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let frames = decode_all(&mut JsonCodec::new(64), &[&bytes]);
+            for frame in frames {
+                if let Frame::Error { offset, .. } = frame {
+                    proptest::prop_assert!(offset <= bytes.len() as u64);
+                }
+            }
+        }
+    }
 }

@@ -456,4 +456,48 @@ mod tests {
             .count();
         assert_eq!(allowed, 200, "the total budget");
     }
+
+    proptest::proptest! {
+        /// Probes and replies read back as what was sent; a reply that
+        /// must fit a limit does, and keeps everything but the names.
+        #[test]
+        fn probes_and_replies_round_trip(
+            id in proptest::prelude::any::<u64>(),
+            seq in proptest::prelude::any::<u32>(),
+            name in proptest::option::of(".{0,40}"),
+            host in proptest::option::of(".{0,40}"),
+            held_us in proptest::prelude::any::<u64>(),
+            limit in 0usize..400,
+        ) {
+            let probe = Probe { id: InstanceId(id), seq };
+            let bytes = probe.encode();
+            proptest::prop_assert_eq!(bytes.len(), PROBE_LEN);
+            proptest::prop_assert_eq!(Probe::decode(&bytes), Some(probe));
+            let reply = Reply {
+                probe: InstanceId(id).to_string(),
+                seq,
+                id: InstanceId(!id).to_string(),
+                name: name.map(|n| clip_name(&n)),
+                host: host.map(|h| clip_name(&h)),
+                version: "1".into(),
+                held_us,
+            };
+            let whole = reply.encode_within(usize::MAX).expect("no limit");
+            proptest::prop_assert_eq!(Reply::decode(&whole), Some(reply.clone()));
+            if let Some(fitted) = reply.encode_within(limit) {
+                proptest::prop_assert!(fitted.len() <= limit);
+                let back = Reply::decode(&fitted).expect("a fitted reply decodes");
+                proptest::prop_assert_eq!((back.seq, back.held_us), (seq, held_us));
+                proptest::prop_assert_eq!(&back.probe, &reply.probe);
+            }
+        }
+
+        /// Garbage never panics.
+        #[test]
+        fn garbage_datagrams_are_classified(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = classify(&bytes);
+            let _ = Probe::decode(&bytes);
+            let _ = Reply::decode(&bytes);
+        }
+    }
 }

@@ -774,4 +774,31 @@ mod tests {
         assert_eq!(format_g(0.1), "0.1");
         assert_eq!(format_g(29.7), "29.7");
     }
+
+    proptest::proptest! {
+        /// A probe of any size reads back as what was sent, and is as long
+        /// as asked (at least the header).
+        #[test]
+        fn probes_round_trip(
+            run in proptest::prelude::any::<u64>(),
+            seq in proptest::prelude::any::<u64>(),
+            sent in proptest::prelude::any::<u64>(),
+            size in 0usize..2000,
+        ) {
+            let mut buf = Vec::new();
+            encode(&mut buf, run, seq, sent, size);
+            proptest::prop_assert_eq!(buf.len(), size.max(MIN_SIZE));
+            proptest::prop_assert_eq!(decode(&buf), Some(Probe { run, seq, sent_ns: sent }));
+            // An upper-casing echo server (the course's) changes nothing.
+            proptest::prop_assert_eq!(decode(&buf.to_ascii_uppercase()), decode(&buf));
+        }
+
+        /// Garbage never panics.
+        #[test]
+        fn garbage_is_no_probe_or_a_whole_header(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120)) {
+            if decode(&bytes).is_some() {
+                proptest::prop_assert!(bytes.len() >= HEADER_LEN && bytes.starts_with(MAGIC));
+            }
+        }
+    }
 }
