@@ -4,7 +4,8 @@
 #      (netcat-openbsd, ncat, socat, iproute2 and man-db from Debian; python3 is
 #      expected), and warns if network namespaces cannot be made;
 #   2. checks formatting and lints (warnings are errors);
-#   3. runs the whole test suite (cargo-nextest if present, else cargo test).
+#   3. runs the whole test suite (cargo-nextest if present, else cargo test);
+#   4. builds the fuzz targets and runs each for 15 s (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,4 +41,13 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked
 else
   cargo test --workspace --locked
+fi
+
+# The fuzz targets (fuzz/, their own workspace): linted, built, and each
+# run for FUZZ_SECS [15] seconds on its seed corpus. FUZZ_SECS=0 skips
+# them (a quick local run); CI runs them.
+(cd fuzz && cargo fmt --check)
+cargo clippy --lib --features fuzzing --locked -- -D warnings
+if [ "${FUZZ_SECS:-15}" != 0 ]; then
+  ./scripts/fuzz.sh "${FUZZ_SECS:-15}"
 fi

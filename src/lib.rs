@@ -63,6 +63,9 @@ pub mod context;
 pub mod echo;
 pub mod error;
 pub mod file;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod json;
 pub mod lan;
 pub mod messages;
