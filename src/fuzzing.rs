@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
 use crate::chat::protocol::{Command, Input, LineFramer, name_prefix, valid_nick};
-use crate::file::protocol::{Entry, Reply as FileReply};
+use crate::file::protocol::{Data, Entry, MAX_CHUNK, Reply as FileReply, read_start};
 use crate::json::protocol::{Frame, JsonCodec};
 use crate::lan::protocol::{Probe as LanProbe, Reply as LanReply, classify};
 use crate::ping::protocol as ping;
@@ -24,7 +24,11 @@ pub fn chat_lines(data: &[u8]) {
     let max = usize::from(first % 64) + 1;
     let whole = frame(data, data.len(), max);
     let cut = usize::from(first) * data.len() / 255;
-    assert_eq!(whole, frame(data, cut, max), "framing depends on the read boundary");
+    assert_eq!(
+        whole,
+        frame(data, cut, max),
+        "framing depends on the read boundary"
+    );
     for line in whole.iter().flatten() {
         assert!(line.len() <= max && !line.contains(&b'\n'));
         let text = String::from_utf8_lossy(line);
@@ -103,8 +107,13 @@ pub fn discovery(data: &[u8]) {
     }
 }
 
-/// The file protocol's entry headers and the receiver's replies.
+/// The file protocol's entry headers, the receiver's replies (its resume
+/// offer among them), the sender's resume start and its data frames.
 pub fn file_messages(data: &[u8]) {
+    let _ = read_start(&mut &data[..]);
+    if let Ok(Data::Chunk(len)) = Data::decode(&mut &data[..]) {
+        assert!((1..=MAX_CHUNK).contains(&len), "chunk of {len} bytes");
+    }
     if let Ok(Some(entry)) = Entry::decode(&mut &data[..]) {
         if let Entry::Dir { path, .. } | Entry::File { path, .. } = &entry {
             assert!(path.len() + 3 <= data.len());
