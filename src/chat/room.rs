@@ -722,7 +722,9 @@ impl Member {
 
     /// True (once) after the window opened for this held sender.
     pub fn take_turn(&self) -> bool {
-        self.turn.swap(false, Ordering::AcqRel)
+        // Looked at on every poll: a plain load first keeps the cache line
+        // shared while there is no turn.
+        self.turn.load(Ordering::Acquire) && self.turn.swap(false, Ordering::AcqRel)
     }
 }
 
