@@ -5,12 +5,10 @@
 //! to itself, lengths and offsets stay within the input, line framing does
 //! not depend on where reads end).
 
-use std::ops::ControlFlow;
-
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
-use crate::chat::protocol::{Command, Input, LineFramer, name_prefix, valid_nick};
+use crate::chat::protocol::{Command, frame_in_pieces, name_prefix, valid_nick};
 use crate::file::protocol::{Data, Entry, MAX_CHUNK, Reply as FileReply, read_start};
 use crate::json::protocol::{Frame, JsonCodec};
 use crate::lan::protocol::{Probe as LanProbe, Reply as LanReply, classify};
@@ -22,39 +20,20 @@ pub fn chat_lines(data: &[u8]) {
         return;
     };
     let max = usize::from(first % 64) + 1;
-    let whole = frame(data, data.len(), max);
+    let whole = frame_in_pieces(data, &[], max);
     let cut = usize::from(first) * data.len() / 255;
     assert_eq!(
         whole,
-        frame(data, cut, max),
+        frame_in_pieces(data, &[cut], max),
         "framing depends on the read boundary"
     );
     for line in whole.iter().flatten() {
-        assert!(line.len() <= max && !line.contains(&b'\n'));
         let text = String::from_utf8_lossy(line);
         let _ = Command::parse(&text);
         if let Some((name, _)) = name_prefix(&text) {
             assert!(valid_nick(name));
         }
     }
-}
-
-/// Lines (`None` for "too long") of `data` read in two pieces cut at `cut`.
-fn frame(data: &[u8], cut: usize, max: usize) -> Vec<Option<Vec<u8>>> {
-    let mut framer = LineFramer::new(max);
-    let mut lines = Vec::new();
-    let mut on = |input: Input<'_>| {
-        lines.push(match input {
-            Input::Line(l) => Some(l.to_vec()),
-            Input::TooLong => None,
-        });
-        ControlFlow::Continue(())
-    };
-    let (a, b) = data.split_at(cut.min(data.len()));
-    assert_eq!(framer.feed(a, &mut on), a.len());
-    assert_eq!(framer.feed(b, &mut on), b.len());
-    framer.flush(&mut on);
-    lines
 }
 
 /// The JSON server's stream decoder.

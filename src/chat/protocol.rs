@@ -372,6 +372,36 @@ impl Notice<'_> {
     }
 }
 
+/// Everything a framer with limit `max` makes of `data` fed in pieces cut
+/// at `cuts` (in any order, clamped to the data), then flushed as if the
+/// sender closed: each line, or `None` for "too long". Checks on the way
+/// that a line is within the limit and holds no newline, and that every
+/// piece is taken whole. For the property tests and the fuzz target.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn frame_in_pieces(data: &[u8], cuts: &[usize], max: usize) -> Vec<Option<Vec<u8>>> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(data.len())).collect();
+    cuts.sort_unstable();
+    let mut framer = LineFramer::new(max);
+    let mut lines = Vec::new();
+    let mut on = |input: Input<'_>| {
+        lines.push(match input {
+            Input::Line(l) => {
+                assert!(l.len() <= max && !l.contains(&b'\n'), "{l:?}");
+                Some(l.to_vec())
+            }
+            Input::TooLong => None,
+        });
+        ControlFlow::Continue(())
+    };
+    let mut at = 0;
+    for cut in cuts.into_iter().chain([data.len()]) {
+        assert_eq!(framer.feed(&data[at..cut], &mut on), cut - at);
+        at = cut;
+    }
+    framer.flush(&mut on);
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,32 +547,6 @@ mod tests {
             .to_bytes(),
             b"* 5 online: a, b, ... and 3 more\n"
         );
-    }
-
-    /// Everything the framer makes of `data` fed in pieces cut at `cuts`,
-    /// then flushed (the sender closed).
-    fn frame_in_pieces(data: &[u8], cuts: &[usize], max: usize) -> Vec<String> {
-        let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(data.len())).collect();
-        cuts.sort_unstable();
-        let mut f = LineFramer::new(max);
-        let mut got = Vec::new();
-        let mut on = |input: Input<'_>| {
-            got.push(match input {
-                Input::Line(l) => {
-                    assert!(l.len() <= max && !l.contains(&b'\n'), "{l:?}");
-                    String::from_utf8_lossy(l).into_owned()
-                }
-                Input::TooLong => "<too long>".to_string(),
-            });
-            ControlFlow::Continue(())
-        };
-        let mut at = 0;
-        for cut in cuts.into_iter().chain([data.len()]) {
-            assert_eq!(f.feed(&data[at..cut], &mut on), cut - at);
-            at = cut;
-        }
-        f.flush(&mut on);
-        got
     }
 
     proptest::proptest! {

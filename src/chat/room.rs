@@ -762,6 +762,17 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
+    /// Writes `budget` bytes of what waits for `member`, as a socket that
+    /// then fills up would take them.
+    fn write_at_most(room: &Room, member: &Member, mut budget: usize) {
+        room.write_out(member, 1000, |slices| {
+            let n = slices.iter().map(|s| s.len()).sum::<usize>().min(budget);
+            budget -= n;
+            Ok(n)
+        })
+        .unwrap();
+    }
+
     #[test]
     fn messages_reach_everyone_but_the_sender() {
         let room = Room::new(false, 10);
@@ -877,13 +888,7 @@ mod tests {
         assert!(!a.take_turn());
         // c reading most of it (to less than half the window behind)
         // gives the held sender its turn.
-        let mut budget = (WINDOW / 2 + 1000) as usize;
-        room.write_out(&c, 1000, |slices| {
-            let n = slices.iter().map(|s| s.len()).sum::<usize>().min(budget);
-            budget -= n;
-            Ok(n)
-        })
-        .unwrap();
+        write_at_most(&room, &c, (WINDOW / 2 + 1000) as usize);
         assert!(a.take_turn());
         assert!(room.admit(&a));
         // And c gets every line.
@@ -907,13 +912,7 @@ mod tests {
         drain(&room, &a);
         // c reads a quarter of the window: open again, but not half empty,
         // so nobody is released...
-        let mut budget = (WINDOW / 4) as usize;
-        room.write_out(&c, 1000, |slices| {
-            let n = slices.iter().map(|s| s.len()).sum::<usize>().min(budget);
-            budget -= n;
-            Ok(n)
-        })
-        .unwrap();
+        write_at_most(&room, &c, (WINDOW / 4) as usize);
         assert!(!a.take_turn());
         // ...and the sender, looking again, gets in and is off the list:
         assert!(room.admit(&a));

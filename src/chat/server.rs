@@ -512,8 +512,22 @@ impl Connection {
             return true;
         }
         self.hold = Hold::Window;
-        timers.retry = Some(Box::pin(tokio::time::sleep(HELD_RETRY)));
+        self.arm_retry(timers);
         false
+    }
+
+    /// Sets the retry timer for what `hold` waits for: the flood rule's
+    /// next allowance, or the next look at a full window.
+    fn arm_retry(&self, timers: &mut Timers) {
+        let at = match self.hold {
+            Hold::Flood => {
+                let wait = self.config.flood.map_or(Duration::ZERO, Flood::tolerance);
+                self.allowance.checked_sub(wait).unwrap_or(self.allowance)
+            }
+            Hold::Window => Instant::now() + HELD_RETRY,
+            Hold::Open | Hold::Backlog => return,
+        };
+        timers.retry = Some(Box::pin(tokio::time::sleep_until(at)));
     }
 
     /// Handles the lines in `data` until one of the holds applies; returns
@@ -527,15 +541,7 @@ impl Connection {
         });
         self.framer = framer;
         self.flush_relay();
-        match self.hold {
-            Hold::Flood => {
-                let wait = self.config.flood.map_or(Duration::ZERO, Flood::tolerance);
-                let at = self.allowance.checked_sub(wait).unwrap_or(self.allowance);
-                timers.retry = Some(Box::pin(tokio::time::sleep_until(at)));
-            }
-            Hold::Window => timers.retry = Some(Box::pin(tokio::time::sleep(HELD_RETRY))),
-            Hold::Open | Hold::Backlog => {}
-        }
+        self.arm_retry(timers);
         // The pause timer exists only while a line is unfinished (and
         // nothing is waiting after it): an idle connection carries none.
         if taken == data.len() && self.framer.has_partial() {
