@@ -446,7 +446,7 @@ pub struct ChatServe {
     #[arg(long)]
     pub echo_self: bool,
 
-    /// Most clients in the room; one more is told `* error: server full`
+    /// Most clients on the server; one more is told `* error: server full`
     #[arg(long, value_name = "N", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_clients: u32,
@@ -475,6 +475,17 @@ pub struct ChatServe {
     /// is full
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
     pub stall_timeout: Duration,
+
+    /// Lines kept per room for /history (and --replay); at most 512 KiB
+    /// per room
+    #[arg(long, value_name = "LINES",
+          default_value_t = sockit::chat::history::DEFAULT_HISTORY)]
+    pub history: usize,
+
+    /// Lines of a room's history sent to everyone who enters it (0 = none,
+    /// as the course's server did)
+    #[arg(long, value_name = "LINES", default_value_t = 0)]
+    pub replay: usize,
 }
 
 #[derive(Debug, Args)]

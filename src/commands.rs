@@ -149,6 +149,8 @@ async fn chat_serve(args: ChatServe, ctx: Context) -> Result<()> {
             burst: args.flood_burst,
         }),
         stall_timeout: args.stall_timeout,
+        history: args.history,
+        replay: args.replay.min(args.history),
     };
     chat::server::run(listen(listener), config, ctx).await
 }

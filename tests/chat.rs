@@ -826,7 +826,7 @@ fn nick_rules() {
     e.send("/who\n");
     let mut names = ["alice", b.nick.as_str(), &c.nick, &d.nick, &e.nick];
     names.sort_by_key(|n| n.to_lowercase());
-    let who = format!("* 5 online: {}", names.join(", "));
+    let who = format!("* 5 online in #lobby: {}", names.join(", "));
     e.expect_eq(&who);
 }
 
@@ -862,7 +862,7 @@ fn private_messages_and_commands() {
     a.expect_eq("* error: usage: /msg NICK TEXT");
 
     c.send("/who\n");
-    c.expect_eq(&format!("* 3 online: alice, Bob, {cn}"));
+    c.expect_eq(&format!("* 3 online in #lobby: alice, Bob, {cn}"));
 
     a.send("/me waves 👋\n");
     b.expect_eq("* alice waves 👋");
@@ -1306,7 +1306,7 @@ fn a_thousand_clients_each_get_every_message_exactly_once_in_order() {
     // Still serving.
     let mut a = Raw::join(&server);
     a.send("/who\n");
-    a.expect("the answer to /who", |l| l.contains(" online: "));
+    a.expect("the answer to /who", |l| l.contains(" online in #lobby: "));
 }
 
 /// Connects `clients` clients; the first 5 send 20 messages each; every
@@ -1346,7 +1346,7 @@ async fn thousand_clients(
     }
     let fencer = clients - 1;
     let fence = format!("[{}] end", nicks[fencer]);
-    let who = format!("* {clients} online: ");
+    let who = format!("* {clients} online in #lobby: ");
     let senders: Arc<Vec<String>> = Arc::new(nicks[..SENDERS].to_vec());
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
     let mut ready_tx = Some(ready_tx);

@@ -4,7 +4,10 @@
 //! - `protocol`: line framing with the pause rule, commands, nicks, and
 //!   the text of every line the server sends.
 //! - `log`: the room's output, stored once and read by every member.
-//! - `room`: members, nicks, each member's place in the log; the fan-out
+//! - `hub`: the server's rooms (`/join`, `/rooms`) and its nicks, unique
+//!   across them (`/msg` reaches any room).
+//! - `history`: each room's last lines, for `/history` and `--replay`.
+//! - `room`: one room's members, each member's place in its log; the fan-out
 //!   and the flow control (the room goes at its slowest reader's pace,
 //!   within a window) are documented there.
 //! - [`server`]: one task per connection reading, relaying and writing;
@@ -13,6 +16,8 @@
 //! - [`client`]: `chat join`.
 
 pub mod client;
+pub mod history;
+pub(crate) mod hub;
 pub(crate) mod log;
 pub(crate) mod protocol;
 pub(crate) mod room;

@@ -16,6 +16,8 @@ use std::fmt::Write as _;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
+use super::history::DEFAULT_SHOWN;
+
 /// Default for `--max-line`: the longest line a client may send, in bytes.
 pub const DEFAULT_MAX_LINE: usize = 4096;
 
@@ -154,6 +156,11 @@ impl LineFramer {
 pub enum Command<'a> {
     Nick(&'a str),
     Who,
+    /// `/join #room`: the name as typed, `#` included or not.
+    Join(&'a str),
+    Rooms,
+    /// `/history [N]`.
+    History(usize),
     Me(&'a str),
     Msg {
         to: &'a str,
@@ -181,6 +188,14 @@ impl<'a> Command<'a> {
             ("nick", "") => Command::Usage("/nick NAME"),
             ("nick", name) => Command::Nick(name),
             ("who", _) => Command::Who,
+            ("join", "") => Command::Usage("/join #ROOM"),
+            ("join", room) => Command::Join(room),
+            ("rooms", _) => Command::Rooms,
+            ("history", "") => Command::History(DEFAULT_SHOWN),
+            ("history", n) => match n.parse() {
+                Ok(n) => Command::History(n),
+                Err(_) => Command::Usage("/history [LINES]"),
+            },
             ("me", "") => Command::Usage("/me ACTION"),
             ("me", action) => Command::Me(action),
             ("msg", rest) => match rest.split_once(' ') {
@@ -212,7 +227,18 @@ pub fn valid_nick(nick: &str) -> bool {
     count > 0
 }
 
-/// The key nicks are unique under: case-insensitive in every script.
+/// The room every connection starts in.
+pub const LOBBY: &str = "#lobby";
+
+/// A room's name as `/join` takes it: `#` and 1 to `MAX_NICK` letters of
+/// any script, digits, `_` or `-` (the `#` may be left out). Returns the
+/// name with its `#`, as the user spelled it.
+pub fn room_name(name: &str) -> Option<String> {
+    let bare = name.strip_prefix('#').unwrap_or(name);
+    valid_nick(bare).then(|| format!("#{bare}"))
+}
+
+/// The key nicks (and room names) are unique under: case-insensitive in every script.
 pub fn nick_key(nick: &str) -> String {
     nick.to_lowercase()
 }
@@ -285,9 +311,34 @@ pub enum Notice<'a> {
         to: &'a str,
     },
     Who {
+        room: &'a str,
         nicks: &'a [String],
         online: usize,
     },
+    /// To the rest of a room: a member went to another room.
+    Moved {
+        nick: &'a str,
+        room: &'a str,
+        online: usize,
+    },
+    /// To a member that joined a room.
+    InRoom {
+        room: &'a str,
+        online: usize,
+    },
+    AlreadyIn(&'a str),
+    InvalidRoom,
+    /// `/rooms`: names and member counts, and how many rooms in all.
+    Rooms {
+        rooms: &'a [(String, usize)],
+        total: usize,
+    },
+    /// Before the lines of `/history` or `--replay`.
+    HistoryStart {
+        room: &'a str,
+        lines: usize,
+    },
+    HistoryEnd,
     Help,
     Bye,
     ShuttingDown,
@@ -333,17 +384,53 @@ impl Notice<'_> {
                 write!(line, "{} ({online} online)", parts.join(", "))
             }
             Notice::Renamed { from, to } => write!(line, "{from} is now {to}"),
-            Notice::Who { nicks, online } => {
-                let _ = write!(line, "{online} online: {}", nicks.join(", "));
+            Notice::Who {
+                room,
+                nicks,
+                online,
+            } => {
+                let _ = write!(line, "{online} online in {room}: {}", nicks.join(", "));
                 match online.checked_sub(nicks.len()) {
                     Some(more) if more > 0 => write!(line, ", ... and {more} more"),
                     _ => Ok(()),
                 }
             }
+            Notice::Moved { nick, room, online } => {
+                write!(line, "{nick} went to {room} ({online} online)")
+            }
+            Notice::InRoom { room, online } => {
+                write!(
+                    line,
+                    "you are in {room} now ({online} online; /who lists them)"
+                )
+            }
+            Notice::AlreadyIn(room) => write!(line, "you are in {room} already"),
+            Notice::InvalidRoom => write!(
+                line,
+                "error: invalid room name (# and 1-{MAX_NICK} letters, digits, _ or -)"
+            ),
+            Notice::Rooms { rooms, total } => {
+                let list: Vec<String> = rooms
+                    .iter()
+                    .map(|(name, online)| format!("{name} ({online})"))
+                    .collect();
+                let noun = if *total == 1 { "room" } else { "rooms" };
+                let _ = write!(line, "{total} {noun}: {}", list.join(", "));
+                match total.checked_sub(rooms.len()) {
+                    Some(more) if more > 0 => write!(line, ", ... and {more} more"),
+                    _ => Ok(()),
+                }
+            }
+            Notice::HistoryStart { room, lines } => {
+                let noun = if *lines == 1 { "line" } else { "lines" };
+                write!(line, "history of {room}: {lines} {noun}")
+            }
+            Notice::HistoryEnd => write!(line, "end of history"),
             Notice::Help => write!(
                 line,
-                "commands: /nick NAME (rename), /who (who is here), /me ACTION, \
-                 /msg NICK TEXT (private), /quit or bye (leave), /help"
+                "commands: /nick NAME (rename), /who (who is here), /join #ROOM, \
+                 /rooms, /history [LINES], /me ACTION, /msg NICK TEXT (private), \
+                 /quit or bye (leave), /help"
             ),
             Notice::Bye => write!(line, "bye"),
             Notice::ShuttingDown => write!(line, "server shutting down"),
@@ -511,6 +598,26 @@ mod tests {
         );
         assert_eq!(Command::parse("/me waves"), Some(Command::Me("waves")));
         assert_eq!(Command::parse("/frob x"), Some(Command::Unknown("frob")));
+        assert_eq!(Command::parse("/join #한국"), Some(Command::Join("#한국")));
+        assert_eq!(Command::parse("/join"), Some(Command::Usage("/join #ROOM")));
+        assert_eq!(Command::parse("/rooms"), Some(Command::Rooms));
+        assert_eq!(Command::parse("/history"), Some(Command::History(20)));
+        assert_eq!(Command::parse("/history 5"), Some(Command::History(5)));
+        assert_eq!(
+            Command::parse("/history lots"),
+            Some(Command::Usage("/history [LINES]"))
+        );
+    }
+
+    #[test]
+    fn room_names() {
+        assert_eq!(room_name("#Rust").as_deref(), Some("#Rust"));
+        assert_eq!(room_name("rust").as_deref(), Some("#rust"));
+        assert_eq!(room_name("#서울_2").as_deref(), Some("#서울_2"));
+        assert_eq!(room_name("#"), None);
+        assert_eq!(room_name("##a"), None);
+        assert_eq!(room_name("#a b"), None);
+        assert_eq!(room_name(&format!("#{}", "x".repeat(33))), None);
     }
 
     #[test]
@@ -541,11 +648,12 @@ mod tests {
         let who = ["a".to_string(), "b".to_string()];
         assert_eq!(
             Notice::Who {
+                room: "#lobby",
                 nicks: &who,
                 online: 5
             }
             .to_bytes(),
-            b"* 5 online: a, b, ... and 3 more\n"
+            b"* 5 online in #lobby: a, b, ... and 3 more\n"
         );
     }
 

@@ -54,13 +54,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use super::hub::{Hub, JoinError, NickError, Seat, Settings};
 use super::protocol::{
     Command, Input, LineFramer, Notice, PAUSE, decode, name_prefix, push_action, push_message,
-    push_private, valid_nick,
+    push_private, room_name, valid_nick,
 };
-use super::room::{
-    FLUSH_SLOTS, Flow, LARGE_ROOM, Leave, Member, NickError, PRESENCE_INTERVAL, Room,
-};
+use super::room::{FLUSH_INTERVAL, FLUSH_SLOTS, Flow, LARGE_ROOM, Leave, PRESENCE_INTERVAL};
 use crate::context::Context as RunContext;
 use crate::error::Result;
 use crate::service::{self, Listen, OnShutdown};
@@ -80,6 +79,10 @@ pub struct Config {
     /// How long a member whose socket is full may take to read what the
     /// room had said (see the module doc).
     pub stall_timeout: Duration,
+    /// Lines of history kept per room.
+    pub history: usize,
+    /// Lines of history sent to each member on entering a room.
+    pub replay: usize,
 }
 
 /// The flood rule: `burst` lines at once, then `rate` lines a second.
@@ -148,52 +151,68 @@ thread_local! {
 /// Serves the chat room on `listen` until the shutdown token is cancelled.
 pub async fn run(listen: Listen, config: Config, ctx: RunContext) -> Result<()> {
     let shutdown = ctx.shutdown;
-    let room = Arc::new(Room::new(config.echo_self, config.max_clients));
-    let clock = tokio::spawn(tick(room.clone(), shutdown.clone()));
+    let hub = Arc::new(Hub::new(Settings {
+        echo_self: config.echo_self,
+        max_clients: config.max_clients,
+        history: config.history,
+        replay: config.replay,
+    }));
+    let clock = tokio::spawn(tick(hub.clone(), shutdown.clone()));
     let config = Arc::new(config);
     service::serve_tcp(listen, shutdown, OnShutdown::Finish, move |stream, _, _| {
-        serve_connection(stream, room.clone(), config.clone())
+        serve_connection(stream, hub.clone(), config.clone())
     })
     .await;
     clock.abort();
     Ok(())
 }
 
-/// The room's clock: flushes coalesced output every
-/// [`Room::flush_interval`], sums up a large room's joins and leaves
+/// The rooms' clock: flushes coalesced output every
+/// `Room::flush_interval`, sums up a large room's joins and leaves
 /// every [`PRESENCE_INTERVAL`], and on shutdown wakes every connection
-/// through the room (so no connection waits on the token itself).
-async fn tick(room: Arc<Room>, shutdown: CancellationToken) {
+/// through its room (so no connection waits on the token itself).
+async fn tick(hub: Arc<Hub>, shutdown: CancellationToken) {
     let mut last_presence = Instant::now();
     let mut slot = 0;
     loop {
+        let rooms = hub.all_rooms();
         // A small room seals as it goes: its clock only needs to notice
         // the room growing.
-        let tick = if room.online() > LARGE_ROOM {
-            room.flush_interval() / FLUSH_SLOTS as u32
-        } else {
-            room.flush_interval()
-        };
+        let tick = rooms
+            .iter()
+            .map(|room| {
+                if room.online() > LARGE_ROOM {
+                    room.flush_interval() / FLUSH_SLOTS as u32
+                } else {
+                    room.flush_interval()
+                }
+            })
+            .min()
+            .unwrap_or(FLUSH_INTERVAL.0);
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
             _ = shutdown.cancelled() => {
-                room.close_all();
+                hub.close_all();
                 return;
             }
         }
-        room.flush(slot);
+        for room in &rooms {
+            room.flush(slot);
+        }
         slot = (slot + 1) % FLUSH_SLOTS;
         if last_presence.elapsed() >= PRESENCE_INTERVAL {
             last_presence = Instant::now();
-            if let Some(summary) = room.presence_summary() {
-                room.broadcast(&summary);
+            for room in &rooms {
+                if let Some(summary) = room.presence_summary() {
+                    room.broadcast(&summary);
+                }
             }
         }
     }
 }
 
-async fn serve_connection(stream: Stream, room: Arc<Room>, config: Arc<Config>) -> io::Result<()> {
-    let Some((member, nick)) = room.join() else {
+async fn serve_connection(stream: Stream, hub: Arc<Hub>, config: Arc<Config>) -> io::Result<()> {
+    let Some((seat, nick)) = hub.connect() else {
         tracing::info!("refusing a connection: server full");
         // Boxed, like `finish` below: rare paths must not grow the state
         // every idle connection carries.
@@ -201,8 +220,9 @@ async fn serve_connection(stream: Stream, room: Arc<Room>, config: Arc<Config>) 
     };
     let mut connection = Connection {
         stream,
-        room,
-        member,
+        hub,
+        seat,
+        moving: None,
         nick,
         renamed: false,
         first_message: true,
@@ -274,6 +294,9 @@ enum Hold {
     Flood,
     /// Its own answers are unread.
     Backlog,
+    /// It moved to another room and has not written the old one's output
+    /// out yet: what it says next goes after that.
+    Moving,
 }
 
 /// A full socket's deadline: the member must have written the log up to
@@ -296,9 +319,13 @@ struct Timers {
 
 struct Connection {
     stream: Stream,
-    room: Arc<Room>,
+    hub: Arc<Hub>,
     config: Arc<Config>,
-    member: Arc<Member>,
+    /// Its room, and itself as a member there.
+    seat: Seat,
+    /// The room it left, while its output there is being written out
+    /// (before anything of the new room's).
+    moving: Option<Seat>,
     nick: Arc<str>,
     /// Has taken a nick of its own (`/nick` or a seed `[NAME] ` prefix):
     /// no more prefix adoption.
@@ -327,10 +354,18 @@ impl Connection {
     async fn serve(&mut self) -> Ending {
         let mut timers = Timers::default();
         loop {
+            let moving = self.moving.is_some();
             let flow = match self.write_queued() {
                 Ok(flow) => flow,
                 Err(e) => return Ending::Failed(e),
             };
+            if moving && self.moving.is_none() {
+                // The stall rule's target was a place in the old room.
+                timers.stall = None;
+                if self.hold == Hold::Moving {
+                    self.hold = Hold::Open;
+                }
+            }
             self.watch_stall(flow, &mut timers.stall);
             if flow == Flow::Busy {
                 tokio::task::yield_now().await;
@@ -338,7 +373,7 @@ impl Connection {
             if self.quit {
                 return Ending::Quit;
             }
-            if self.hold == Hold::Backlog && self.room.lag(&self.member) < OWN_BACKLOG / 2 {
+            if self.hold == Hold::Backlog && self.lag() < OWN_BACKLOG / 2 {
                 self.hold = Hold::Open;
             }
             if self.hold == Hold::Open && !self.stash.is_empty() {
@@ -373,10 +408,13 @@ impl Connection {
                 Event::Paused => {
                     timers.pause = None;
                     self.flush_partial();
+                    if self.moving.is_some() {
+                        self.hold = Hold::Moving;
+                    }
                 }
                 Event::Retry => {
                     timers.retry = None;
-                    if self.hold != Hold::Backlog {
+                    if matches!(self.hold, Hold::Window | Hold::Flood) {
                         self.hold = Hold::Open;
                     }
                 }
@@ -399,14 +437,18 @@ impl Connection {
     fn poll_event(&self, cx: &mut Context<'_>, writing: bool, timers: &mut Timers) -> Poll<Event> {
         // Register before looking, so a push or shutdown that happens
         // after the look still wakes us.
-        self.member.waker.register(cx.waker());
-        if self.room.is_closing() {
+        self.seat.member.waker.register(cx.waker());
+        if let Some(old) = &self.moving {
+            old.member.waker.register(cx.waker());
+        }
+        if self.seat.room.is_closing() || self.hub.is_closing() {
             return Poll::Ready(Event::Shutdown);
         }
-        if !writing && self.room.pending(&self.member) {
+        let out = self.writing();
+        if !writing && out.room.pending(&out.member) {
             return Poll::Ready(Event::Queued);
         }
-        if self.member.take_turn() {
+        if self.seat.member.take_turn() {
             return Poll::Ready(Event::Turn);
         }
         if let Some(stall) = &mut timers.stall
@@ -457,17 +499,18 @@ impl Connection {
             // Written out in full so far: the socket is not full.
             return;
         }
-        let position = self.member.position();
+        let out = self.writing();
+        let position = out.member.position();
         let deadline = || Instant::now() + self.config.stall_timeout;
         match stall {
             Some(s) if position < s.target => {}
             Some(s) => {
-                s.target = self.room.end();
+                s.target = out.room.end();
                 s.timer.as_mut().reset(deadline());
             }
             None => {
                 *stall = Some(Stall {
-                    target: self.room.end(),
+                    target: out.room.end(),
                     timer: Box::pin(tokio::time::sleep_until(deadline())),
                 });
             }
@@ -508,7 +551,7 @@ impl Connection {
     /// room in the window. If not, input is held until the window opens
     /// (or the retry timer says look again).
     fn admitted(&mut self, timers: &mut Timers) -> bool {
-        if std::mem::take(&mut self.turn) || self.room.admit(&self.member) {
+        if std::mem::take(&mut self.turn) || self.seat.room.admit(&self.seat.member) {
             return true;
         }
         self.hold = Hold::Window;
@@ -525,7 +568,7 @@ impl Connection {
                 self.allowance.checked_sub(wait).unwrap_or(self.allowance)
             }
             Hold::Window => Instant::now() + HELD_RETRY,
-            Hold::Open | Hold::Backlog => return,
+            Hold::Open | Hold::Backlog | Hold::Moving => return,
         };
         timers.retry = Some(Box::pin(tokio::time::sleep_until(at)));
     }
@@ -566,7 +609,12 @@ impl Connection {
         if self.quit {
             return ControlFlow::Break(());
         }
-        if command && self.room.lag(&self.member) > OWN_BACKLOG {
+        if self.moving.is_some() {
+            self.flush_relay();
+            self.hold = Hold::Moving;
+            return ControlFlow::Break(());
+        }
+        if command && self.lag() > OWN_BACKLOG {
             self.hold = Hold::Backlog;
             return ControlFlow::Break(());
         }
@@ -582,7 +630,7 @@ impl Connection {
         // short lines grow by their labels.
         if command || self.relay.len() >= READ_CHUNK {
             self.flush_relay();
-            if !self.room.admit(&self.member) {
+            if !self.seat.room.admit(&self.seat.member) {
                 self.hold = Hold::Window;
                 return ControlFlow::Break(());
             }
@@ -641,7 +689,7 @@ impl Connection {
                 // Our own seed 4-3 prefix: show the nick once.
                 text = rest;
             } else if self.first_message && !self.renamed {
-                match self.room.rename(self.member.id, &self.nick, name) {
+                match self.hub.rename(&self.seat, &self.nick, name) {
                     Ok(nick) => {
                         self.nick = nick;
                         self.renamed = true;
@@ -657,18 +705,24 @@ impl Connection {
     fn command(&mut self, command: Command<'_>) {
         match command {
             Command::Nick(name) if !valid_nick(name) => self.tell(&Notice::InvalidNick),
-            Command::Nick(name) => match self.room.rename(self.member.id, &self.nick, name) {
+            Command::Nick(name) => match self.hub.rename(&self.seat, &self.nick, name) {
                 Ok(nick) => {
                     self.nick = nick;
                     self.renamed = true;
                 }
                 Err(NickError::Taken) => self.tell(&Notice::NickTaken(name)),
             },
-            Command::Who => self.room.tell(&self.member, &self.room.who()),
+            Command::Who => self.tell_bytes(&self.seat.room.who()),
+            Command::Join(name) => self.join(name),
+            Command::Rooms => self.tell_bytes(&self.hub.rooms()),
+            Command::History(n) => {
+                let n = n.min(self.config.history);
+                self.tell_bytes(&self.seat.room.history(n));
+            }
             // Batched with the messages around it: the same audience.
             Command::Me(action) => push_action(&mut self.relay, &self.nick, action),
             Command::Msg { to, text } => {
-                let sent = self.room.send_to(&self.member, to, |spelled| {
+                let sent = self.hub.send_to(&self.seat, to, |spelled| {
                     let mut line = Vec::new();
                     push_private(&mut line, &self.nick, spelled, text);
                     line
@@ -684,9 +738,45 @@ impl Connection {
         }
     }
 
+    /// `/join`: moves to the room (see `super::hub`); what it says from
+    /// now on goes there.
+    fn join(&mut self, name: &str) {
+        let Some(name) = room_name(name) else {
+            return self.tell(&Notice::InvalidRoom);
+        };
+        match self.hub.move_to(&self.seat, &self.nick, &name) {
+            Ok(seat) => {
+                // At most one move at a time: input waits while one is
+                // under way (`Hold::Moving`).
+                debug_assert!(self.moving.is_none());
+                let old = std::mem::replace(&mut self.seat, seat);
+                self.moving = Some(old);
+            }
+            Err(JoinError::AlreadyIn) => self.tell(&Notice::AlreadyIn(self.seat.room.name())),
+            Err(JoinError::Closing) => {}
+        }
+    }
+
     /// Sends a notice to this client only.
     fn tell(&self, notice: &Notice<'_>) {
-        self.room.tell(&self.member, &notice.to_bytes());
+        self.tell_bytes(&notice.to_bytes());
+    }
+
+    /// Sends lines to this client only.
+    fn tell_bytes(&self, bytes: &[u8]) {
+        self.seat.room.tell(&self.seat.member, bytes);
+    }
+
+    /// The seat whose output is being written: the old room's while a
+    /// move is under way.
+    fn writing(&self) -> &Seat {
+        self.moving.as_ref().unwrap_or(&self.seat)
+    }
+
+    /// How far behind its output the connection is, in bytes.
+    fn lag(&self) -> u64 {
+        let out = self.writing();
+        out.room.lag(&out.member)
     }
 
     /// Relays the messages batched from the current read.
@@ -694,7 +784,7 @@ impl Connection {
         if self.relay.is_empty() {
             return;
         }
-        self.room.relay(self.member.id, &self.relay);
+        self.seat.room.relay(self.seat.member.id, &self.relay);
         self.relay.clear();
         if self.relay.capacity() > KEEP_BUFFER {
             self.relay = Vec::new();
@@ -706,9 +796,20 @@ impl Connection {
     /// the last one).
     fn write_queued(&mut self) -> io::Result<Flow> {
         let stream = &mut self.stream;
-        let flow = self.room.write_out(&self.member, WRITE_ROUNDS, |slices| {
-            stream.try_write_vectored(slices)
-        })?;
+        let mut write = |seat: &Seat| {
+            seat.room.write_out(&seat.member, WRITE_ROUNDS, |slices| {
+                stream.try_write_vectored(slices)
+            })
+        };
+        let mut flow = match &self.moving {
+            Some(old) => write(old)?,
+            None => Flow::Idle,
+        };
+        if flow == Flow::Idle {
+            // The old room's output is all out (or there was none).
+            self.moving = None;
+            flow = write(&self.seat)?;
+        }
         self.blocked = flow == Flow::Blocked;
         Ok(flow)
     }
@@ -719,29 +820,31 @@ impl Connection {
             Ending::Quit | Ending::Closed => {
                 let bye = Notice::Bye.to_bytes();
                 let last = matches!(ending, Ending::Quit).then_some(&bye[..]);
-                self.room.leave(&self.member, &self.nick, Leave::Left, last);
+                self.hub
+                    .disconnect(&self.seat, &self.nick, Leave::Left, last);
                 let deadline = Instant::now() + GOODBYE;
                 self.flush_until(deadline).await?;
                 close_gracefully(self.stream, deadline).await
             }
             Ending::Shutdown => {
                 // The room's `* server shutting down` is in the log already.
-                self.room
-                    .leave(&self.member, &self.nick, Leave::Shutdown, None);
+                self.hub
+                    .disconnect(&self.seat, &self.nick, Leave::Shutdown, None);
                 let deadline = Instant::now() + SHUTDOWN_FLUSH;
                 self.flush_until(deadline).await?;
                 close_gracefully(self.stream, deadline + SHUTDOWN_FLUSH).await
             }
             Ending::CutOff => {
-                self.room
-                    .leave(&self.member, &self.nick, Leave::CutOff, None);
+                self.hub
+                    .disconnect(&self.seat, &self.nick, Leave::CutOff, None);
                 // Reset: its unread backlog is dropped at once instead of
                 // lingering in the kernel for a reader that will not come.
                 self.stream.reset_on_close();
                 Ok(())
             }
             Ending::Failed(e) => {
-                self.room.leave(&self.member, &self.nick, Leave::Left, None);
+                self.hub
+                    .disconnect(&self.seat, &self.nick, Leave::Left, None);
                 Err(e)
             }
         }
