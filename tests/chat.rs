@@ -1475,3 +1475,118 @@ async fn thousand_clients(
         ))
     }
 }
+
+/// Sends `/join ROOM` and waits for the answer.
+#[track_caller]
+fn join_room(raw: &mut Raw, room: &str, online: usize) {
+    raw.send(&format!("/join {room}\n"));
+    raw.expect_eq(&format!(
+        "* you are in {room} now ({online} online; /who lists them)"
+    ));
+}
+
+#[test]
+fn rooms_keep_their_talk_apart_and_the_seed_client_stays_in_the_lobby() {
+    let server = serve(&[]);
+    let mut seed = seed_client(&server, None);
+    let mut a = Raw::join(&server);
+    let mut b = Raw::join(&server);
+    let (sn, an) = (seed.nick.clone(), a.nick.clone());
+    seed.expect_eq(&seed_shows(&format!("* {} joined (2 online)", a.nick)));
+    seed.expect_eq(&seed_shows(&format!("* {} joined (3 online)", b.nick)));
+    a.expect_eq(&format!("* {} joined (3 online)", b.nick));
+    join_room(&mut a, "#한국어", 1);
+    seed.expect_eq(&seed_shows(&format!(
+        "* {} went to #한국어 (2 online)",
+        a.nick
+    )));
+    b.expect_eq(&format!("* {} went to #한국어 (2 online)", a.nick));
+    join_room(&mut b, "#한국어", 2);
+    a.expect_eq(&format!("* {} joined (2 online)", b.nick));
+    // Talk in the room stays there...
+    a.send("안녕\n");
+    b.expect_eq(&format!("[{}] 안녕", a.nick));
+    // ...and the lobby's stays in the lobby: the seed client is alone
+    // there now, and /who says so.
+    seed.line("/who");
+    seed.expect_eq(&seed_shows(&format!("* 1 online in #lobby: {sn}")));
+    b.send("/who\n");
+    let mut both = [a.nick.clone(), b.nick.clone()];
+    both.sort();
+    b.expect_eq(&format!("* 2 online in #한국어: {}", both.join(", ")));
+    b.send("/rooms\n");
+    b.expect_eq("* 2 rooms: #lobby (1), #한국어 (2)");
+    // /msg reaches any room, both ways.
+    seed.line(&format!("/msg {} psst", a.nick));
+    a.expect_eq(&format!("[{sn} -> {an}] psst"));
+    a.send(&format!("/msg {} hello lobby\n", seed.nick));
+    seed.expect_eq(&seed_shows(&format!("[{an} -> {sn}] hello lobby")));
+    // Nothing from the room reached the lobby, nor the lobby the room.
+    b.send("/join #lobby\n");
+    b.expect_eq("* you are in #lobby now (2 online; /who lists them)");
+    let seen = seed.until("b back in the lobby", |l| {
+        seed_got(l, &format!("* {} joined (2 online)", b.nick))
+    });
+    assert!(seen.0.iter().all(|l| !l.contains("안녕")), "{:?}", seen.0);
+    a.expect_eq(&format!("* {} went to #lobby (1 online)", b.nick));
+}
+
+#[test]
+fn bad_room_names_are_refused_and_joining_twice_is_said() {
+    let server = serve(&[]);
+    let mut a = Raw::join(&server);
+    for bad in ["#", "#a b", "##x", "#[x]", &format!("#{}", "r".repeat(33))] {
+        a.send(&format!("/join {bad}\n"));
+        a.expect_eq("* error: invalid room name (# and 1-32 letters, digits, _ or -)");
+    }
+    a.send("/join\n");
+    a.expect_eq("* error: usage: /join #ROOM");
+    a.send("/join #LOBBY\n");
+    a.expect_eq("* you are in #lobby already");
+    // Without the `#` it is the same room name.
+    join_room(&mut a, "#dev", 1);
+    a.send("/join dev\n");
+    a.expect_eq("* you are in #dev already");
+    a.send("/history many\n");
+    a.expect_eq("* error: usage: /history [LINES]");
+}
+
+#[test]
+fn history_and_replay_show_a_rooms_last_lines_with_their_times() {
+    let server = serve(&["--history", "3", "--replay", "2"]);
+    let mut a = Raw::join(&server);
+    // A seed client's first message (and name) lands in the history too.
+    let mut seed = seed_client(&server, Some("syjung"));
+    a.until("the seed's join", |l| l.ends_with("joined (2 online)"));
+    seed.line("first");
+    a.until_eq("[syjung] first");
+    for n in 2..=4 {
+        a.send(&format!("line {n}\n"));
+        seed.expect_eq(&seed_shows(&format!("[{}] line {n}", a.nick)));
+    }
+    // /history is capped by --history (3 lines kept).
+    a.send("/history 10\n");
+    a.expect_eq("* history of #lobby: 3 lines");
+    let stamp = |l: &str, want: &str| {
+        // `[HH:MM:SS] ` then the line.
+        l.len() == 11 + want.len() && l.starts_with('[') && &l[9..11] == "] " && l.ends_with(want)
+    };
+    for n in 2..=4 {
+        let want = format!("[{}] line {n}", a.nick);
+        a.expect(&want, |l| stamp(l, &want));
+    }
+    a.expect_eq("* end of history");
+    // A newcomer gets the last two, right after its welcome.
+    let mut c = Raw::join(&server);
+    c.expect_eq("* history of #lobby: 2 lines");
+    for n in 3..=4 {
+        let want = format!("[{}] line {n}", a.nick);
+        c.expect(&want, |l| stamp(l, &want));
+    }
+    c.expect_eq("* end of history");
+    // A room of its own has none to replay, and says so when asked.
+    join_room(&mut c, "#quiet", 1);
+    c.send("/history\n");
+    c.expect_eq("* history of #quiet: 0 lines");
+    c.expect_eq("* end of history");
+}
