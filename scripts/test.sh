@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs everything CI runs, on a fresh machine or a used one:
 #   1. installs the programs the tests use as peers, if missing
-#      (netcat-openbsd, ncat, socat, iproute2 and man-db from Debian; python3 is
-#      expected), and warns if network namespaces cannot be made;
+#      (netcat-openbsd, ncat, socat, iproute2, man-db and redis-server from
+#      Debian; python3 is expected), and warns if network namespaces cannot
+#      be made;
 #   2. checks formatting and lints (warnings are errors);
 #   3. runs the whole test suite (cargo-nextest if present, else cargo test);
 #   4. builds the fuzz targets and runs each for 15 s (scripts/fuzz.sh).
@@ -10,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pkg in netcat-openbsd ncat socat iproute2 man-db; do
+for pkg in netcat-openbsd ncat socat iproute2 man-db redis-server; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

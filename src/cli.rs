@@ -486,6 +486,12 @@ pub struct ChatServe {
     /// as the course's server did)
     #[arg(long, value_name = "LINES", default_value_t = 0)]
     pub replay: usize,
+
+    /// Share the rooms with every server started with the same Redis:
+    /// redis://HOST:PORT[/DB] or unix:///path/redis.sock (it must be
+    /// reachable at start)
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
 }
 
 #[derive(Debug, Args)]

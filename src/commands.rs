@@ -139,6 +139,12 @@ async fn json_send(args: JsonSend, ctx: Context) -> Result<()> {
 
 async fn chat_serve(args: ChatServe, ctx: Context) -> Result<()> {
     let listener = net::bind_tcp(SocketAddr::new(args.bind.bind, args.port))?;
+    // Reached before the port is announced: a server that will not serve
+    // the shared rooms says so before anyone connects.
+    let redis = match &args.redis {
+        Some(url) => Some(chat::server::Connected::connect(url, args.history).await?),
+        None => None,
+    };
     announce(net::local_addr(&listener)?)?;
     let config = chat::server::Config {
         echo_self: args.echo_self,
@@ -152,7 +158,7 @@ async fn chat_serve(args: ChatServe, ctx: Context) -> Result<()> {
         history: args.history,
         replay: args.replay.min(args.history),
     };
-    chat::server::run(listen(listener), config, ctx).await
+    chat::server::run(listen(listener), config, redis, ctx).await
 }
 
 async fn chat_join(args: ChatJoin, ctx: Context) -> Result<()> {

@@ -1595,3 +1595,134 @@ fn history_and_replay_show_a_rooms_last_lines_with_their_times() {
     c.expect_eq("* history of #quiet: 0 lines");
     c.expect_eq("* end of history");
 }
+
+// ---- several servers on one Redis (`--redis`) -----------------------------
+
+fn serve_on(redis: &common::redis::RedisServer) -> Server {
+    serve(&["--redis", &redis.url()])
+}
+
+/// Renames `raw` and waits until its server says so.
+#[track_caller]
+fn rename(raw: &mut Raw, nick: &str) {
+    raw.send(&format!("/nick {nick}\n"));
+    let said = format!("* {} is now {nick}", raw.nick);
+    raw.expect_eq(&said);
+    raw.nick = nick.to_string();
+}
+
+#[test]
+fn two_servers_on_one_redis_share_their_rooms_in_order() {
+    let redis = common::redis::RedisServer::start();
+    let (one, two) = (serve_on(&redis), serve_on(&redis));
+    let mut seed = seed_client(&one, None);
+    let mut a = Raw::join(&one);
+    let mut b = Raw::join(&two);
+    rename(&mut a, "alice");
+    rename(&mut b, "bob");
+    // Every line bob writes on server two reaches server one's members,
+    // the seed's client included, in the order he wrote them.
+    let sent: Vec<String> = (0..30).map(|i| format!("[bob] line {i} 한국어")).collect();
+    for i in 0..30 {
+        b.send(&format!("line {i} 한국어\n"));
+    }
+    let (before, last) = a.until("bob's last line", |l| l == sent[29]);
+    let mut got: Vec<String> = before
+        .into_iter()
+        .filter(|l| l.starts_with("[bob]"))
+        .collect();
+    got.push(last);
+    assert_eq!(got, sent, "{}", a.context());
+    seed.expect_shown(&sent[0]);
+    seed.expect_shown(&sent[29]);
+    // And back: the seed's client on one reaches bob on two.
+    seed.line("hello over redis");
+    b.expect_eq(&format!("[{}] hello over redis", seed.nick));
+    // A room made on both servers is shared too, and stays apart.
+    join_room(&mut a, "#dev", 1);
+    join_room(&mut b, "#dev", 1);
+    a.send("in dev\n");
+    b.expect_eq("[alice] in dev");
+    seed.line("fence");
+    a.send("/join #lobby\n");
+    a.expect_eq("* you are in #lobby now (2 online; /who lists them)");
+    b.send("/join #lobby\n");
+    b.expect_eq("* you are in #lobby now (1 online; /who lists them)");
+    b.send("back\n");
+    let (seen, _) = seed.until("bob back in the lobby", |l| seed_got(l, "[bob] back"));
+    assert!(seen.iter().all(|l| !l.contains("in dev")), "{seen:?}");
+    // One XADD per batch of lines, never one per member.
+    let stats = redis.cli(&["info", "commandstats"]);
+    let xadds: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_xadd:calls="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no XADD in {stats}"));
+    assert!((3..=33).contains(&xadds), "{xadds} XADDs\n{stats}");
+}
+
+#[test]
+fn an_unreachable_redis_stops_the_server_at_start() {
+    let port = closed_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let out = sockit(&[
+        "chat",
+        "serve",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "--redis",
+        &url,
+    ]);
+    let err = assert_error(&out, 1, "sockit: error: cannot reach redis at 127.0.0.1:");
+    assert_eq!(
+        err.trim_end(),
+        format!("sockit: error: cannot reach redis at 127.0.0.1:{port} (connection refused)")
+    );
+    assert!(!stdout(&out).contains("listening"), "{}", stdout(&out));
+    let out = sockit(&["chat", "serve", "-p", "0", "--redis", "http://x"]);
+    assert_error(&out, 1, "sockit: error: invalid redis URL 'http://x'");
+}
+
+#[test]
+fn redis_going_away_is_said_once_and_nothing_is_lost_or_doubled_after() {
+    let mut redis = common::redis::RedisServer::start();
+    let (one, two) = (serve_on(&redis), serve_on(&redis));
+    let mut a = Raw::join(&one);
+    let mut a2 = Raw::join(&one);
+    let mut b = Raw::join(&two);
+    rename(&mut a, "ann");
+    rename(&mut b, "ben");
+    a.send("first\n");
+    b.expect_eq("[ann] first");
+    redis.stop();
+    const LOST: &str = "* link to other servers lost";
+    const BACK: &str = "* link restored";
+    for raw in [&mut a, &mut a2, &mut b] {
+        raw.expect_eq(LOST);
+    }
+    // Each server goes on serving its own members meanwhile.
+    a.send("during\n");
+    a2.expect_eq("[ann] during");
+    b.send("ben during\n");
+    redis.restart();
+    // Back: said once, then what was said meanwhile crosses over.
+    let (gap, _) = b.until(BACK, |l| l == BACK);
+    assert!(!gap.iter().any(|l| l == LOST), "{gap:?}");
+    b.expect_eq("[ann] during");
+    let (gap, _) = a.until(BACK, |l| l == BACK);
+    assert!(!gap.iter().any(|l| l == LOST), "{gap:?}");
+    a.expect_eq("[ben] ben during");
+    a.send("after\n");
+    let (between, _) = b.until("ann's after", |l| l == "[ann] after");
+    assert!(
+        !between
+            .iter()
+            .any(|l| l == "[ann] during" || l == BACK || l == LOST),
+        "{between:?}"
+    );
+    a2.expect_eq("[ben] ben during");
+    a2.expect_eq("[ann] after");
+}

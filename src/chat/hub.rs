@@ -18,8 +18,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use super::link::Link;
 use super::protocol::{LOBBY, MAX_WHO, Notice, nick_key};
 use super::room::{Leave, Member, Room};
 
@@ -76,6 +77,8 @@ pub struct Hub {
     next_guest: AtomicU64,
     next_id: AtomicU64,
     closing: AtomicBool,
+    /// `--redis`: the other servers, set once at start.
+    link: OnceLock<Link>,
 }
 
 impl Hub {
@@ -91,6 +94,7 @@ impl Hub {
             next_guest: AtomicU64::new(1),
             next_id: AtomicU64::new(1),
             closing: AtomicBool::new(false),
+            link: OnceLock::new(),
         }
     }
 
@@ -287,6 +291,20 @@ impl Hub {
     /// Every room now.
     pub fn all_rooms(&self) -> Vec<Arc<Room>> {
         lock(&self.rooms).values().cloned().collect()
+    }
+
+    /// Links the hub to the other servers (once).
+    pub fn set_link(&self, link: Link) {
+        let _ = self.link.set(link);
+    }
+
+    /// Relays a sender's lines in its room, here and, with `--redis`, on
+    /// every other server.
+    pub fn relay(&self, seat: &Seat, bytes: &[u8]) {
+        seat.room.relay(seat.member.id, bytes);
+        if let Some(link) = self.link.get() {
+            link.publish(seat.room.key(), bytes);
+        }
     }
 
     /// Tells every member of every room that the server is shutting down

@@ -6,6 +6,8 @@
 //! - `log`: the room's output, stored once and read by every member.
 //! - `hub`: the server's rooms (`/join`, `/rooms`) and its nicks, unique
 //!   across them (`/msg` reaches any room).
+//! - `link`: `--redis`, the same rooms on several servers (one Redis
+//!   stream per room).
 //! - `history`: each room's last lines, for `/history` and `--replay`.
 //! - `room`: one room's members, each member's place in its log; the fan-out
 //!   and the flow control (the room goes at its slowest reader's pace,
@@ -18,6 +20,7 @@
 pub mod client;
 pub mod history;
 pub(crate) mod hub;
+pub(crate) mod link;
 pub(crate) mod log;
 pub(crate) mod protocol;
 pub(crate) mod room;

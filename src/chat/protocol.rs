@@ -342,6 +342,9 @@ pub enum Notice<'a> {
     Help,
     Bye,
     ShuttingDown,
+    /// `--redis`: the other servers cannot be reached (or can again).
+    LinkLost,
+    LinkRestored,
     NickTaken(&'a str),
     InvalidNick,
     NoSuchNick(&'a str),
@@ -434,6 +437,8 @@ impl Notice<'_> {
             ),
             Notice::Bye => write!(line, "bye"),
             Notice::ShuttingDown => write!(line, "server shutting down"),
+            Notice::LinkLost => write!(line, "link to other servers lost"),
+            Notice::LinkRestored => write!(line, "link restored"),
             Notice::NickTaken(nick) => write!(line, "error: nick {nick} is taken"),
             Notice::InvalidNick => write!(
                 line,

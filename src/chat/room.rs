@@ -122,6 +122,9 @@ pub struct Room {
     presence: Mutex<Presence>,
     /// The server is shutting down: every member's task says goodbye.
     closing: AtomicBool,
+    /// When it was made (ms since the epoch): with `--redis`, where the
+    /// reading of its stream starts.
+    made: u64,
 }
 
 #[derive(Default)]
@@ -200,7 +203,13 @@ impl Room {
             history: Mutex::new(History::new(history)),
             presence: Mutex::new(Presence::default()),
             closing: AtomicBool::new(false),
+            made: now_ms(),
         }
+    }
+
+    /// When the room was made, in ms since the epoch.
+    pub fn made(&self) -> u64 {
+        self.made
     }
 
     /// Tells every member that the server is shutting down (one line in

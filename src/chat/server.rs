@@ -55,6 +55,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{Hub, JoinError, NickError, Seat, Settings};
+pub use super::link::Connected;
 use super::protocol::{
     Command, Input, LineFramer, Notice, PAUSE, decode, name_prefix, push_action, push_message,
     push_private, room_name, valid_nick,
@@ -149,7 +150,14 @@ thread_local! {
 }
 
 /// Serves the chat room on `listen` until the shutdown token is cancelled.
-pub async fn run(listen: Listen, config: Config, ctx: RunContext) -> Result<()> {
+/// With `redis` (see `super::link`), the rooms are shared with every
+/// server on that Redis.
+pub async fn run(
+    listen: Listen,
+    config: Config,
+    redis: Option<Connected>,
+    ctx: RunContext,
+) -> Result<()> {
     let shutdown = ctx.shutdown;
     let hub = Arc::new(Hub::new(Settings {
         echo_self: config.echo_self,
@@ -157,6 +165,9 @@ pub async fn run(listen: Listen, config: Config, ctx: RunContext) -> Result<()> 
         history: config.history,
         replay: config.replay,
     }));
+    if let Some(redis) = redis {
+        hub.set_link(redis.start(hub.clone(), shutdown.clone()));
+    }
     let clock = tokio::spawn(tick(hub.clone(), shutdown.clone()));
     let config = Arc::new(config);
     service::serve_tcp(listen, shutdown, OnShutdown::Finish, move |stream, _, _| {
@@ -784,7 +795,7 @@ impl Connection {
         if self.relay.is_empty() {
             return;
         }
-        self.seat.room.relay(self.seat.member.id, &self.relay);
+        self.hub.relay(&self.seat, &self.relay);
         self.relay.clear();
         if self.relay.capacity() > KEEP_BUFFER {
             self.relay = Vec::new();

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses a different part of this
 
 pub mod netns;
+pub mod redis;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
