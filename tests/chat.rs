@@ -1726,3 +1726,31 @@ fn redis_going_away_is_said_once_and_nothing_is_lost_or_doubled_after() {
     a2.expect_eq("[ben] ben during");
     a2.expect_eq("[ann] after");
 }
+
+#[test]
+fn foreign_entries_in_a_rooms_stream_are_skipped_and_the_room_goes_on() {
+    let redis = common::redis::RedisServer::start();
+    let one = serve_on(&redis);
+    let mut a = Raw::join(&one);
+    // Entries no sockit server wrote: no fields we know, no newline,
+    // invalid UTF-8 with its newline (relayed as the bytes they are).
+    for fields in [
+        &["x", "y"][..],
+        &["o", "someone", "b", "no newline"][..],
+        &["o", "someone", "b", ""][..],
+    ] {
+        let mut args = vec!["XADD", "sockit:room:#lobby", "*"];
+        args.extend_from_slice(fields);
+        let id = redis.cli(&args);
+        assert!(id.contains('-'), "XADD answered {id:?}");
+    }
+    let two = serve_on(&redis);
+    let b = Raw::join(&two);
+    b.send("after the garbage\n");
+    let (before, line) = a.until("the line after", |l| l.ends_with("after the garbage"));
+    assert_eq!(line, format!("[{}] after the garbage", b.nick));
+    assert!(
+        before.iter().all(|l| !l.contains("no newline")),
+        "{before:?}"
+    );
+}

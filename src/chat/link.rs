@@ -25,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -64,6 +65,9 @@ fn stream_key(room_key: &str) -> String {
 /// The sending half: what the connections use.
 pub struct Link {
     queue: mpsc::Sender<(String, Vec<u8>)>,
+    /// The queue was found full and that was logged: once per outage,
+    /// not once per line.
+    full: AtomicBool,
 }
 
 /// Connected to Redis, not yet serving a hub.
@@ -115,7 +119,7 @@ impl Connected {
             client,
             origin,
             hub,
-            lost: std::sync::atomic::AtomicBool::new(false),
+            lost: AtomicBool::new(false),
         });
         tokio::spawn(write_loop(
             shared.clone(),
@@ -125,7 +129,10 @@ impl Connected {
             shutdown.clone(),
         ));
         tokio::spawn(read_loop(shared, reader, shutdown));
-        Link { queue }
+        Link {
+            queue,
+            full: AtomicBool::new(false),
+        }
     }
 }
 
@@ -133,10 +140,21 @@ impl Link {
     /// Hands lines said in the room `room_key` to the other servers.
     /// Never waits: see [`QUEUE`].
     pub fn publish(&self, room_key: &str, lines: &[u8]) {
-        if let Err(mpsc::error::TrySendError::Full(_)) =
-            self.queue.try_send((room_key.to_string(), lines.to_vec()))
-        {
-            tracing::warn!("redis queue full: lines in {room_key} stay on this server");
+        match self.queue.try_send((room_key.to_string(), lines.to_vec())) {
+            Ok(()) => {
+                if self.full.load(Ordering::Relaxed) {
+                    self.full.store(false, Ordering::Relaxed);
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.full.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "redis queue full ({QUEUE} batches): new lines stay on this server"
+                    );
+                }
+            }
+            // The writer stopped: the server is shutting down.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 }
@@ -149,12 +167,11 @@ struct State {
     hub: Arc<Hub>,
     /// The members were told the link is lost (and not yet that it is
     /// back): each is said once, whichever task notices first.
-    lost: std::sync::atomic::AtomicBool,
+    lost: AtomicBool,
 }
 
 impl State {
     fn set_lost(&self, lost: bool) {
-        use std::sync::atomic::Ordering;
         if self.lost.swap(lost, Ordering::AcqRel) != lost {
             let notice = if lost {
                 tracing::warn!("link to redis lost; retrying");
@@ -201,6 +218,12 @@ async fn connect(
     client
         .get_multiplexed_async_connection_with_config(&config)
         .await
+}
+
+/// Whether `e` means the connection is gone (rather than a refused
+/// command): worth reconnecting for.
+fn is_link_failure(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
 /// A Redis error as the short phrase after a `(`.
@@ -258,6 +281,13 @@ async fn write_loop(
         }
         match pipe.query_async::<()>(&mut connection).await {
             Ok(()) => batch.clear(),
+            Err(e) if !is_link_failure(&e) => {
+                // Redis is there but refused the lines (out of memory, a
+                // key of another type): sending them again would fail
+                // again and hold up everything after them.
+                tracing::warn!("redis refused {} batches of lines: {e}", batch.len());
+                batch.clear();
+            }
             Err(e) => {
                 tracing::debug!("redis write: {e}");
                 state.set_lost(true);
@@ -350,12 +380,27 @@ async fn read_once(
             if let Some(room) = &room
                 && origin != state.origin
             {
-                room.relay(0, &lines);
+                if whole_lines(&lines) {
+                    room.relay(0, &lines);
+                } else {
+                    tracing::warn!("skipping stream entry {id} in {key}: not whole lines");
+                }
             }
             last.insert(key.to_string(), id);
         }
     }
     Ok(true)
+}
+
+/// Longest entry relayed: a server writes one read's batch (at most a
+/// read chunk plus labels), so anything much larger was not written by one.
+const MAX_ENTRY: usize = 1 << 20;
+
+/// Whether an entry is what a server writes: whole lines, bounded. Anyone
+/// with access to Redis can add entries; one without its newline would
+/// run into the next line in every member's output.
+fn whole_lines(lines: &[u8]) -> bool {
+    !lines.is_empty() && lines.len() <= MAX_ENTRY && lines.ends_with(b"\n")
 }
 
 /// One stream entry: its id, the server that wrote it, its lines.
