@@ -1754,3 +1754,43 @@ fn foreign_entries_in_a_rooms_stream_are_skipped_and_the_room_goes_on() {
         "{before:?}"
     );
 }
+
+#[test]
+fn a_member_that_stops_reading_on_one_server_never_holds_up_another() {
+    let redis = common::redis::RedisServer::start();
+    let url = redis.url();
+    let one = serve(&["--redis", &url, "--flood", "0"]);
+    let two = serve(&["--redis", &url, "--stall-timeout", "1"]);
+    let mut reader = Raw::join(&one);
+    let sender = Raw::join(&one);
+    // On server two: one member that never reads past its welcome, and
+    // one that reads.
+    let (_stalled, stalled_nick) = chat_join_raw(two.addr);
+    let mut witness = Raw::join(&two);
+    // 4 MB, far more than the stalled member's socket and window hold.
+    let text = "x".repeat(2000);
+    let last = format!("[{}] 1999 {text}", sender.nick);
+    for i in 0..2000 {
+        sender.send(&format!("{i} {text}\n"));
+    }
+    let started = Instant::now();
+    let (before, _) = reader.until("the last line on server one", |l| l == last);
+    let got = before.iter().filter(|l| l.ends_with(&text)).count() + 1;
+    assert_eq!(got, 2000, "{}", reader.context());
+    // Server two cut its stalled member off and went on.
+    let cut = format!("* {stalled_nick} was cut off (not reading)");
+    let (seen, _) = witness.until("the last line on server two", |l| l == last);
+    if !seen.contains(&cut) {
+        witness.expect_eq(&cut);
+    }
+    assert_eq!(
+        seen.iter().filter(|l| l.ends_with(&text)).count(),
+        1999,
+        "{}",
+        witness.context()
+    );
+    eprintln!(
+        "server one's reader had every line {:?} after the last was sent",
+        started.elapsed()
+    );
+}

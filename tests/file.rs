@@ -638,9 +638,11 @@ fn a_full_disk_is_a_clear_error_on_both_sides() {
             return;
         }
     };
-    // Two senders at once, 15 MB each: each offer fits in what is free
-    // when it is made, the two together do not, so space runs out while
-    // the data is arriving.
+    // Two senders at once, 15 MB each: the two together do not fit. If
+    // both offers come before much data has, each fits in what is free
+    // when it is made and space runs out while the data is arriving; if
+    // one file is mostly in by the time the other offers, that offer is
+    // refused at once. Either is a clear error, on both sides.
     let src = TempDir::new("enospc-src");
     let files = [src.join("one.bin"), src.join("two.bin")];
     for file in &files {
@@ -662,7 +664,8 @@ fn a_full_disk_is_a_clear_error_on_both_sides() {
     for out in &failed {
         let err = stderr(out);
         assert!(
-            err.contains("(cannot write it on the receiver (no space left on device))"),
+            err.contains("(cannot write it on the receiver (no space left on device))")
+                || err.contains("(not enough space on the receiver: 16 MB offered, "),
             "{err}"
         );
         assert_eq!(summary(out)["files"].as_u64(), Some(0), "{}", stdout(out));
@@ -676,7 +679,9 @@ fn a_full_disk_is_a_clear_error_on_both_sides() {
             continue;
         }
         assert!(
-            line.starts_with("refused ") && line.contains("no space left on device"),
+            line.starts_with("refused ")
+                && (line.contains("no space left on device")
+                    || line.contains("not enough space on the receiver")),
             "{line}"
         );
         refusals += 1;

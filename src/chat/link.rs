@@ -57,6 +57,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// means Redis is gone.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The same for the blocking read: a Redis that hangs (stopped, not
+/// dead) is noticed by the reader too.
+const READ_TIMEOUT: Duration = BLOCK.saturating_add(RESPONSE_TIMEOUT);
+
 /// The key of a room's stream.
 fn stream_key(room_key: &str) -> String {
     format!("sockit:room:{room_key}")
@@ -92,10 +96,10 @@ impl Connected {
             what: format!("cannot reach redis at {addr}"),
             why: redis_cause(&e),
         };
-        let writer = connect(&client, Some(RESPONSE_TIMEOUT))
+        let writer = connect(&client, RESPONSE_TIMEOUT)
             .await
             .map_err(unreachable)?;
-        let reader = connect(&client, None).await.map_err(unreachable)?;
+        let reader = connect(&client, READ_TIMEOUT).await.map_err(unreachable)?;
         Ok(Connected {
             client,
             writer,
@@ -190,7 +194,7 @@ impl State {
     /// Connects again, with a growing pause, until it works or shutdown.
     async fn reconnect(
         &self,
-        timeout: Option<Duration>,
+        timeout: Duration,
         shutdown: &CancellationToken,
     ) -> Option<MultiplexedConnection> {
         let mut pause = BACKOFF_MIN;
@@ -210,11 +214,11 @@ impl State {
 
 async fn connect(
     client: &Client,
-    response_timeout: Option<Duration>,
+    response_timeout: Duration,
 ) -> redis::RedisResult<MultiplexedConnection> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-        .set_response_timeout(response_timeout);
+        .set_response_timeout(Some(response_timeout));
     client
         .get_multiplexed_async_connection_with_config(&config)
         .await
@@ -291,7 +295,7 @@ async fn write_loop(
             Err(e) => {
                 tracing::debug!("redis write: {e}");
                 state.set_lost(true);
-                match state.reconnect(Some(RESPONSE_TIMEOUT), &shutdown).await {
+                match state.reconnect(RESPONSE_TIMEOUT, &shutdown).await {
                     Some(c) => connection = c,
                     None => return,
                 }
@@ -324,7 +328,7 @@ async fn read_loop(
             Err(e) => {
                 tracing::debug!("redis read: {e}");
                 state.set_lost(true);
-                match state.reconnect(None, &shutdown).await {
+                match state.reconnect(READ_TIMEOUT, &shutdown).await {
                     Some(c) => connection = c,
                     None => return,
                 }
