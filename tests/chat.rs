@@ -1765,9 +1765,9 @@ fn a_member_that_stops_reading_on_one_server_never_holds_up_another() {
     let sender = Raw::join(&one);
     // On server two: one member that never reads past its welcome, and
     // one that reads.
-    let (_stalled, stalled_nick) = chat_join_raw(two.addr);
+    let (_stalled, _) = chat_join_raw(two.addr);
     let mut witness = Raw::join(&two);
-    // 4 MB, far more than the stalled member's socket and window hold.
+    // 4 MB: four times the room window, if the kernel does not take it.
     let text = "x".repeat(2000);
     let last = format!("[{}] 1999 {text}", sender.nick);
     for i in 0..2000 {
@@ -1777,12 +1777,11 @@ fn a_member_that_stops_reading_on_one_server_never_holds_up_another() {
     let (before, _) = reader.until("the last line on server one", |l| l == last);
     let got = before.iter().filter(|l| l.ends_with(&text)).count() + 1;
     assert_eq!(got, 2000, "{}", reader.context());
-    // Server two cut its stalled member off and went on.
-    let cut = format!("* {stalled_nick} was cut off (not reading)");
+    // Server two went on too: its reading member got every line. (Its
+    // stalled member may still fit it all in its kernel buffers, or have
+    // been cut off; either way it held nobody up. Cutting off is the
+    // single-server tests' business.)
     let (seen, _) = witness.until("the last line on server two", |l| l == last);
-    if !seen.contains(&cut) {
-        witness.expect_eq(&cut);
-    }
     assert_eq!(
         seen.iter().filter(|l| l.ends_with(&text)).count(),
         1999,
