@@ -1638,16 +1638,21 @@ fn two_servers_on_one_redis_share_their_rooms_in_order() {
     // And back: the seed's client on one reaches bob on two.
     seed.line("hello over redis");
     b.expect_eq(&format!("[{}] hello over redis", seed.nick));
-    // A room made on both servers is shared too, and stays apart.
+    // A room made on both servers is shared too, and stays apart; the
+    // counts people see cover both servers (each waits for the other's
+    // move to be known before its own, so the counts are exact).
     join_room(&mut a, "#dev", 1);
-    join_room(&mut b, "#dev", 1);
+    b.until("alice's move, on server two", |l| {
+        l == "* alice went to #dev (2 online)"
+    });
+    join_room(&mut b, "#dev", 2);
+    a.expect_eq("* bob joined (2 online)");
     a.send("in dev\n");
     b.expect_eq("[alice] in dev");
     seed.line("fence");
-    a.send("/join #lobby\n");
-    a.expect_eq("* you are in #lobby now (2 online; /who lists them)");
-    b.send("/join #lobby\n");
-    b.expect_eq("* you are in #lobby now (1 online; /who lists them)");
+    join_room(&mut a, "#lobby", 2);
+    b.expect_eq("* alice went to #lobby (1 online)");
+    join_room(&mut b, "#lobby", 3);
     b.send("back\n");
     let (seen, _) = seed.until("bob back in the lobby", |l| seed_got(l, "[bob] back"));
     assert!(seen.iter().all(|l| !l.contains("in dev")), "{seen:?}");

@@ -14,15 +14,26 @@
 //! other (its output for the member starts then): nothing is lost or
 //! shown twice, and what the member reads stays in order.
 //!
-//! Locks: the room map, then a room's own; the nick table is taken alone.
+//! With `--redis` the hub is one server of several (see `super::link`):
+//! what it knows of the others' members is `super::cluster`'s view, which
+//! `/who`, `/rooms`, the counts in notices and `/msg` consult, and every
+//! change here is handed to the link in order with the lines. A nick is
+//! taken here at once and claimed in Redis after; the rare nick that
+//! another server claimed first (both took it within the same few
+//! milliseconds, or during an outage) is taken back ([`Hub::revoke`]),
+//! as IRC servers settle a nick collision on a link.
+//!
+//! Locks: the room map, then a room's own, or the nick table, then the
+//! remote view; the remote view is never held while taking another.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use super::link::Link;
+use super::cluster::{Change, Event, Remote};
+use super::link::{GUEST_BLOCK, Link, Op};
 use super::protocol::{LOBBY, MAX_WHO, Notice, nick_key};
-use super::room::{Leave, Member, Room};
+use super::room::{Leave, Member, Room, Told};
 
 /// A connection's place: its room, and itself as that room's member.
 #[derive(Clone)]
@@ -73,12 +84,48 @@ pub struct Hub {
     /// Case-folded nick -> its holder.
     nicks: Mutex<HashMap<String, Holder>>,
     online: AtomicUsize,
-    /// The next `guestN` number to try.
-    next_guest: AtomicU64,
+    /// The `guestN` numbers this server hands out.
+    guests: Mutex<Guests>,
     next_id: AtomicU64,
     closing: AtomicBool,
     /// `--redis`: the other servers, set once at start.
     link: OnceLock<Link>,
+    /// `--redis`: the other servers' members.
+    remote: Mutex<Remote>,
+    /// Nicks taken back (member id -> its nick now), for its task to pick up.
+    forced: Mutex<HashMap<u64, Arc<str>>>,
+}
+
+/// Guest numbers: alone, every number from 1; with `--redis`, blocks of
+/// [`GUEST_BLOCK`] that no other server hands out (taken from a counter
+/// in Redis, the next one asked for when half of this one is used).
+struct Guests {
+    next: u64,
+    end: u64,
+    spare: Option<(u64, u64)>,
+    asked: bool,
+}
+
+impl Guests {
+    /// The next number, and whether to ask for another block now. Past
+    /// the end with no block to go on (Redis is away) numbering goes on,
+    /// and a collision is settled like any other ([`Hub::revoke`]).
+    fn take(&mut self) -> (u64, bool) {
+        if self.next > self.end
+            && let Some((start, end)) = self.spare.take()
+        {
+            (self.next, self.end) = (start, end);
+            self.asked = false;
+        }
+        let n = self.next;
+        self.next += 1;
+        let ask = self.end != u64::MAX
+            && self.spare.is_none()
+            && !self.asked
+            && self.next.saturating_add(GUEST_BLOCK / 2) > self.end;
+        self.asked |= ask;
+        (n, ask)
+    }
 }
 
 impl Hub {
@@ -91,10 +138,17 @@ impl Hub {
             rooms: Mutex::new(rooms),
             nicks: Mutex::new(HashMap::new()),
             online: AtomicUsize::new(0),
-            next_guest: AtomicU64::new(1),
+            guests: Mutex::new(Guests {
+                next: 1,
+                end: u64::MAX,
+                spare: None,
+                asked: false,
+            }),
             next_id: AtomicU64::new(1),
             closing: AtomicBool::new(false),
             link: OnceLock::new(),
+            remote: Mutex::new(Remote::default()),
+            forced: Mutex::new(HashMap::new()),
         }
     }
 
@@ -109,13 +163,7 @@ impl Hub {
         let room = self.lobby.clone();
         let nick = {
             let mut nicks = lock(&self.nicks);
-            let nick = loop {
-                let n = self.next_guest.fetch_add(1, Ordering::Relaxed);
-                let nick = format!("guest{n}");
-                if !nicks.contains_key(&nick) {
-                    break Arc::<str>::from(nick);
-                }
-            };
+            let nick = self.free_guest(&nicks);
             let holder = Holder {
                 id,
                 nick: nick.clone(),
@@ -124,6 +172,13 @@ impl Hub {
             nicks.insert(nick.to_string(), holder);
             nick
         };
+        self.tell_link(|| Op::Claim {
+            id,
+            nick: nick.clone(),
+            room: room.name().clone(),
+            old: None,
+            quiet: false,
+        });
         let replay = self.settings.replay;
         let member = room.enter(id, &nick, |online| {
             let mut greeting = Notice::Welcome {
@@ -139,9 +194,50 @@ impl Hub {
         Some((Seat { room, member }, nick))
     }
 
+    /// A `guestN` nick nobody here or elsewhere holds (as far as this
+    /// server knows: see [`Hub::revoke`]).
+    fn free_guest(&self, nicks: &HashMap<String, Holder>) -> Arc<str> {
+        loop {
+            let (n, ask) = lock(&self.guests).take();
+            if ask {
+                self.tell_link(|| Op::Guests);
+            }
+            let nick = format!("guest{n}");
+            if !nicks.contains_key(&nick) && lock(&self.remote).holder(&nick).is_none() {
+                return Arc::from(nick);
+            }
+        }
+    }
+
+    /// `--redis`: a block of guest numbers (the first replaces the
+    /// numbering alone; later ones are kept for when this one runs out).
+    pub fn add_guests(&self, start: u64, end: u64) {
+        let mut guests = lock(&self.guests);
+        if guests.end == u64::MAX {
+            (guests.next, guests.end) = (start, end);
+        } else {
+            guests.spare = Some((start, end));
+        }
+    }
+
+    /// Hands `op` to the other servers, with `--redis`.
+    fn tell_link(&self, op: impl FnOnce() -> Op) {
+        if let Some(link) = self.link.get() {
+            link.send(op());
+        }
+    }
+
     /// A connection is gone: it leaves its room as `how` says (`last`, if
     /// any, is its own last line) and its nick is free.
-    pub fn disconnect(&self, seat: &Seat, nick: &str, how: Leave, last: Option<&[u8]>) {
+    pub fn disconnect(&self, seat: &Seat, nick: &Arc<str>, how: Leave, last: Option<&[u8]>) {
+        // A server shutting down says so once for all its members.
+        if how != Leave::Shutdown {
+            let cut = how == Leave::CutOff;
+            self.tell_link(|| Op::Left {
+                nick: nick.clone(),
+                cut,
+            });
+        }
         seat.room.leave(&seat.member, nick, how, last);
         {
             let mut nicks = lock(&self.nicks);
@@ -175,11 +271,9 @@ impl Hub {
             let room = rooms
                 .entry(key.clone())
                 .or_insert_with(|| {
-                    Arc::new(Room::new(
-                        name,
-                        self.settings.echo_self,
-                        self.settings.history,
-                    ))
+                    let room = Room::new(name, self.settings.echo_self, self.settings.history);
+                    room.set_remote(lock(&self.remote).count(&key));
+                    Arc::new(room)
                 })
                 .clone();
             // Entered under the map's lock, so `prune` cannot drop the
@@ -202,6 +296,10 @@ impl Hub {
         {
             holder.room = room.clone();
         }
+        self.tell_link(|| Op::Moved {
+            nick: nick.clone(),
+            to: room.name().clone(),
+        });
         seat.room
             .leave(&seat.member, nick, Leave::Moved(room.name().clone()), None);
         self.prune(&seat.room);
@@ -229,7 +327,9 @@ impl Hub {
         {
             let mut nicks = lock(&self.nicks);
             let key = nick_key(&new);
-            if nicks.get(&key).is_some_and(|h| h.id != id) {
+            if nicks.get(&key).is_some_and(|h| h.id != id)
+                || lock(&self.remote).holder(&new).is_some()
+            {
                 return Err(NickError::Taken);
             }
             let old_key = nick_key(old);
@@ -243,8 +343,186 @@ impl Hub {
             };
             nicks.insert(key, holder);
         }
+        if *old != *new {
+            self.tell_link(|| Op::Claim {
+                id,
+                nick: new.clone(),
+                room: seat.room.name().clone(),
+                old: Some(Arc::from(old)),
+                quiet: false,
+            });
+        }
         seat.room.renamed(id, old, &new);
         Ok(new)
+    }
+
+    /// `--redis`: member `id`'s claim of `nick` lost to another server's.
+    /// It gets back the nick it had (`old`, still its own in Redis) or,
+    /// if it had none or that is gone, a fresh guest nick; it and its
+    /// room are told. If it has moved on to another nick meanwhile, only
+    /// the one it had is let go.
+    pub fn revoke(&self, id: u64, nick: &Arc<str>, old: Option<Arc<str>>) {
+        let key = nick_key(nick);
+        let mut nicks = lock(&self.nicks);
+        let Some(holder) = nicks.get(&key).filter(|h| h.id == id) else {
+            if let Some(old) = old
+                && nicks.get(&nick_key(&old)).is_none_or(|h| h.id != id)
+            {
+                self.tell_link(|| Op::Forget { nick: old });
+            }
+            return;
+        };
+        let room = holder.room.clone();
+        let back = old.filter(|old| !nicks.contains_key(&nick_key(old)));
+        let (now, fresh) = match back {
+            Some(old) => (old, false),
+            None => (self.free_guest(&nicks), true),
+        };
+        nicks.remove(&key);
+        nicks.insert(
+            nick_key(&now),
+            Holder {
+                id,
+                nick: now.clone(),
+                room: room.clone(),
+            },
+        );
+        drop(nicks);
+        lock(&self.forced).insert(id, now.clone());
+        room.renamed(id, nick, &now);
+        room.tell_id(id, &Notice::NickLost { nick, now: &now }.to_bytes());
+        room.force(id);
+        if fresh {
+            self.tell_link(|| Op::Claim {
+                id,
+                nick: now.clone(),
+                room: room.name().clone(),
+                old: None,
+                quiet: false,
+            });
+        }
+    }
+
+    /// The nick member `id` was given by [`Hub::revoke`], once.
+    pub fn take_forced(&self, id: u64) -> Option<Arc<str>> {
+        lock(&self.forced).remove(&id)
+    }
+
+    /// Every nick held here: member id, nick, room name.
+    pub fn holders(&self) -> Vec<(u64, Arc<str>, Arc<str>)> {
+        lock(&self.nicks)
+            .values()
+            .map(|h| (h.id, h.nick.clone(), h.room.name().clone()))
+            .collect()
+    }
+
+    /// An event from the server `origin`: the view follows it, and the
+    /// local members of the rooms concerned are told.
+    pub fn remote(&self, origin: &str, event: Event) {
+        if let Event::Private { to, line } = &event {
+            let found = lock(&self.nicks)
+                .get(&nick_key(to))
+                .map(|h| (h.id, h.room.clone()));
+            if let Some((id, room)) = found {
+                room.tell_id(id, line);
+            }
+            return;
+        }
+        let quiet = matches!(event, Event::Joined { quiet: true, .. });
+        let changes = {
+            let mut remote = lock(&self.remote);
+            let changes = remote.apply(origin, &event);
+            counted(&remote, changes)
+        };
+        self.announce(changes, quiet);
+    }
+
+    /// Forgets the servers not in `live` (and says so where their
+    /// members were).
+    pub fn keep_servers(&self, live: &[String]) {
+        let changes = {
+            let mut remote = lock(&self.remote);
+            let changes = remote.keep_only(live);
+            counted(&remote, changes)
+        };
+        self.announce(changes, false);
+    }
+
+    /// Replaces the view of the other servers (read afresh from Redis).
+    pub fn replace_remote(&self, servers: Vec<(String, Vec<(String, String)>)>) {
+        let mut remote = lock(&self.remote);
+        remote.replace(servers);
+        for room in self.all_rooms() {
+            room.set_remote(remote.count(room.key()));
+        }
+    }
+
+    /// Tells each local room concerned what changed elsewhere.
+    fn announce(&self, changes: Vec<(usize, Change)>, quiet: bool) {
+        for (count, change) in changes {
+            let Some(room) = lock(&self.rooms).get(change.room()).cloned() else {
+                continue;
+            };
+            room.set_remote(count);
+            match change {
+                Change::Joined { nick, .. } if !quiet => {
+                    room.announce(Told::Joined, |online| {
+                        Notice::Joined {
+                            nick: &nick,
+                            online,
+                        }
+                        .to_bytes()
+                    });
+                }
+                Change::Joined { .. } => {}
+                Change::Left {
+                    nick, cut: true, ..
+                } => {
+                    room.announce(Told::CutOff, |_| Notice::CutOff { nick: &nick }.to_bytes());
+                }
+                Change::Left { nick, .. } => room.announce(Told::Left, |online| {
+                    Notice::Left {
+                        nick: &nick,
+                        online,
+                    }
+                    .to_bytes()
+                }),
+                Change::Moved { to, nick, .. } => room.announce(Told::Left, |online| {
+                    Notice::Moved {
+                        nick: &nick,
+                        room: &to,
+                        online,
+                    }
+                    .to_bytes()
+                }),
+                Change::Renamed { old, new, .. } => {
+                    room.broadcast(
+                        &Notice::Renamed {
+                            from: &old,
+                            to: &new,
+                        }
+                        .to_bytes(),
+                    );
+                }
+                Change::Gone { count, .. } => {
+                    let online = room.online_total();
+                    room.broadcast(&Notice::ServerGone { count, online }.to_bytes());
+                }
+            }
+        }
+    }
+
+    /// Says `bytes` in every room.
+    pub fn broadcast_all(&self, bytes: &[u8]) {
+        for room in self.all_rooms() {
+            room.broadcast(bytes);
+        }
+    }
+
+    /// The `/who` answer for the room in `seat`, every server's members.
+    pub fn who(&self, seat: &Seat) -> Vec<u8> {
+        let remote = lock(&self.remote).nicks(seat.room.key());
+        seat.room.who(&remote)
     }
 
     /// Sends the line `bytes` makes (given the receiver's nick as spelled)
@@ -255,12 +533,22 @@ impl Hub {
     pub fn send_to(&self, from: &Seat, nick: &str, bytes: impl FnOnce(&str) -> Vec<u8>) -> bool {
         let (id, spelled, room) = {
             let nicks = lock(&self.nicks);
-            let Some(holder) = nicks.get(&nick_key(nick)) else {
-                return false;
-            };
-            (holder.id, holder.nick.clone(), holder.room.clone())
+            match nicks.get(&nick_key(nick)) {
+                Some(holder) => (holder.id, holder.nick.clone(), holder.room.clone()),
+                None => match lock(&self.remote).holder(nick) {
+                    // Member ids start at 1: 0 marks another server's.
+                    Some((_, spelled)) => (0, spelled, from.room.clone()),
+                    None => return false,
+                },
+            }
         };
         let line = bytes(&spelled);
+        if id == 0 {
+            // Held on another server.
+            from.room.tell(&from.member, &line);
+            self.tell_link(|| Op::Private { to: spelled, line });
+            return true;
+        }
         if !room.tell_id(id, &line) {
             // It moved or left between the look-up and now.
             return false;
@@ -273,12 +561,18 @@ impl Hub {
 
     /// The `/rooms` answer: every room with its member count, by name.
     pub fn rooms(&self) -> Vec<u8> {
-        let mut rooms: Vec<(String, usize)> = self
+        let mut by_key: BTreeMap<String, (String, usize)> = self
             .all_rooms()
             .iter()
-            .map(|room| (room.name().to_string(), room.online()))
+            .map(|room| {
+                let entry = (room.name().to_string(), room.online());
+                (room.key().to_string(), entry)
+            })
             .collect();
-        rooms.sort_unstable_by_key(|(name, _)| nick_key(name));
+        for (key, name, count) in lock(&self.remote).rooms() {
+            by_key.entry(key).or_insert_with(|| (name.to_string(), 0)).1 += count;
+        }
+        let mut rooms: Vec<(String, usize)> = by_key.into_values().collect();
         let total = rooms.len();
         rooms.truncate(MAX_WHO);
         Notice::Rooms {
@@ -297,7 +591,17 @@ impl Hub {
     pub fn set_link(&self, link: Link) {
         let _ = self.link.set(link);
     }
+}
 
+/// Each change with its room's count on the other servers after it.
+fn counted(remote: &Remote, changes: Vec<Change>) -> Vec<(usize, Change)> {
+    changes
+        .into_iter()
+        .map(|change| (remote.count(change.room()), change))
+        .collect()
+}
+
+impl Hub {
     /// Relays a sender's lines in its room, here and, with `--redis`, on
     /// every other server.
     pub fn relay(&self, seat: &Seat, bytes: &[u8]) {
@@ -363,7 +667,7 @@ mod tests {
         assert_eq!(&*hub.rename(&b, &b_nick, "guest1").unwrap(), "guest1");
         assert!(hub.rename(&a, &a_nick, "alice").is_ok());
         assert!(
-            String::from_utf8(a.room.who())
+            String::from_utf8(hub.who(&a))
                 .unwrap()
                 .contains("1 online in #lobby: alice")
         );

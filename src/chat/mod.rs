@@ -7,7 +7,8 @@
 //! - `hub`: the server's rooms (`/join`, `/rooms`) and its nicks, unique
 //!   across them (`/msg` reaches any room).
 //! - `link`: `--redis`, the same rooms on several servers (one Redis
-//!   stream per room).
+//!   stream per room, nicks claimed in Redis, presence events).
+//! - `cluster`: what a server knows of the other servers' members.
 //! - `history`: each room's last lines, for `/history` and `--replay`.
 //! - `room`: one room's members, each member's place in its log; the fan-out
 //!   and the flow control (the room goes at its slowest reader's pace,
@@ -18,6 +19,7 @@
 //! - [`client`]: `chat join`.
 
 pub mod client;
+pub(crate) mod cluster;
 pub mod history;
 pub(crate) mod hub;
 pub(crate) mod link;

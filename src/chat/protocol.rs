@@ -345,6 +345,19 @@ pub enum Notice<'a> {
     /// `--redis`: the other servers cannot be reached (or can again).
     LinkLost,
     LinkRestored,
+    /// Redis came back without the link's state (restarted empty,
+    /// `FLUSHALL`): nicks and presence are being claimed again.
+    LinkReset,
+    /// Members of a room that left with their server (stopped, killed).
+    ServerGone {
+        count: usize,
+        online: usize,
+    },
+    /// Another server claimed the nick first: the member is `now` again.
+    NickLost {
+        nick: &'a str,
+        now: &'a str,
+    },
     NickTaken(&'a str),
     InvalidNick,
     NoSuchNick(&'a str),
@@ -439,6 +452,21 @@ impl Notice<'_> {
             Notice::ShuttingDown => write!(line, "server shutting down"),
             Notice::LinkLost => write!(line, "link to other servers lost"),
             Notice::LinkRestored => write!(line, "link restored"),
+            Notice::LinkReset => write!(
+                line,
+                "redis lost its state (restarted empty?): nicks and presence are being rebuilt"
+            ),
+            Notice::ServerGone { count, online } => {
+                let noun = if *count == 1 { "member" } else { "members" };
+                write!(
+                    line,
+                    "{count} {noun} left with their server ({online} online)"
+                )
+            }
+            Notice::NickLost { nick, now } => write!(
+                line,
+                "error: nick {nick} is taken on another server; you are {now}"
+            ),
             Notice::NickTaken(nick) => write!(line, "error: nick {nick} is taken"),
             Notice::InvalidNick => write!(
                 line,

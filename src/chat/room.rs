@@ -99,6 +99,8 @@ pub struct Room {
     members: RwLock<Members>,
     /// Members online (kept beside the table, so relays need no lock on it).
     online: AtomicUsize,
+    /// `--redis`: members on the other servers, for the counts people see.
+    remote: AtomicUsize,
     log: Mutex<Log>,
     /// The log's sealed end, for readers that do not take its lock.
     end: AtomicU64,
@@ -170,6 +172,14 @@ struct Presence {
     cut_off: u64,
 }
 
+/// What another server's member did, for [`Room::announce`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Told {
+    Joined,
+    Left,
+    CutOff,
+}
+
 /// How a member left, for the room's notice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leave {
@@ -192,6 +202,7 @@ impl Room {
             key: nick_key(name),
             members: RwLock::new(Members::default()),
             online: AtomicUsize::new(0),
+            remote: AtomicUsize::new(0),
             log: Mutex::new(Log::default()),
             end: AtomicU64::new(0),
             public_end: AtomicU64::new(0),
@@ -273,9 +284,10 @@ impl Room {
         // so a newcomer's first line is its greeting and every count is
         // exact.
         let mut members = write(&self.members);
-        let online = members.len() + 1;
+        let here = members.len() + 1;
+        let online = here + self.remote();
         members.names.insert(id, nick.clone());
-        let small = online <= LARGE_ROOM;
+        let small = here <= LARGE_ROOM;
         let member = {
             let mut log = lock(&self.log);
             // A newcomer reads from the sealed end on: what is open must
@@ -302,7 +314,7 @@ impl Room {
             members.wake_all(id);
         }
         members.by_slot[slot(id)].insert(id, member.clone());
-        self.online.store(online, Ordering::Relaxed);
+        self.online.store(here, Ordering::Relaxed);
         member
     }
 
@@ -333,12 +345,13 @@ impl Room {
             return;
         }
         members.names.remove(&member.id);
-        let online = members.len();
-        self.online.store(online, Ordering::Relaxed);
+        let here = members.len();
+        self.online.store(here, Ordering::Relaxed);
+        let online = here + self.remote();
         if how != Leave::Shutdown {
             // Announced one by one in a room that had up to LARGE_ROOM
             // members, under the lock like joins (so nothing is deferred).
-            if online < LARGE_ROOM {
+            if here < LARGE_ROOM {
                 let notice = match &how {
                     Leave::CutOff => Notice::CutOff { nick },
                     Leave::Moved(room) => Notice::Moved { nick, room, online },
@@ -490,16 +503,18 @@ impl Room {
         true
     }
 
-    /// The `/who` answer: how many are online and their nicks, sorted.
-    pub fn who(&self) -> Vec<u8> {
+    /// The `/who` answer: how many are online and their nicks, sorted;
+    /// `remote`: the room's members on other servers.
+    pub fn who(&self, remote: &[Arc<str>]) -> Vec<u8> {
         let (mut nicks, online) = {
             let members = read(&self.members);
             let nicks: Vec<(String, Arc<str>)> = members
                 .names
                 .values()
+                .chain(remote)
                 .map(|nick| (nick_key(nick), nick.clone()))
                 .collect();
-            (nicks, members.len())
+            (nicks, members.len() + remote.len())
         };
         nicks.sort_unstable();
         let names: Vec<String> = nicks
@@ -527,7 +542,7 @@ impl Room {
                 joined: presence.joined,
                 left: presence.left,
                 cut_off: presence.cut_off,
-                online: self.online(),
+                online: self.online_total(),
             }
             .to_bytes(),
         )
@@ -543,9 +558,50 @@ impl Room {
         scaled.clamp(least, most)
     }
 
-    /// Members online now.
+    /// Members online now (here).
     pub fn online(&self) -> usize {
         self.online.load(Ordering::Relaxed)
+    }
+
+    /// `--redis`: members on the other servers.
+    fn remote(&self) -> usize {
+        self.remote.load(Ordering::Relaxed)
+    }
+
+    /// Members online on every server.
+    pub fn online_total(&self) -> usize {
+        self.online() + self.remote()
+    }
+
+    /// `--redis`: the room has `count` members on the other servers.
+    pub fn set_remote(&self, count: usize) {
+        self.remote.store(count, Ordering::Relaxed);
+    }
+
+    /// Another server's member came or went: said at once in a room of
+    /// up to [`LARGE_ROOM`] members here (`notice` is given the count on
+    /// every server), summed up with the room's own joins and leaves in
+    /// a larger one.
+    pub fn announce(&self, what: Told, notice: impl FnOnce(usize) -> Vec<u8>) {
+        if self.is_large() {
+            let mut presence = lock(&self.presence);
+            match what {
+                Told::Joined => presence.joined += 1,
+                Told::Left => presence.left += 1,
+                Told::CutOff => presence.cut_off += 1,
+            }
+        } else {
+            self.broadcast(&notice(self.online_total()));
+        }
+    }
+
+    /// Member `id`'s nick was taken back (see `super::hub`): its task
+    /// picks up the new one.
+    pub fn force(&self, id: u64) {
+        if let Some(member) = read(&self.members).get(id) {
+            member.forced.store(true, Ordering::Release);
+            member.waker.wake();
+        }
     }
 
     /// Whether the log holds anything `member` has not written yet (or
@@ -691,6 +747,8 @@ pub struct Member {
     held: AtomicBool,
     /// Released from that list: may add one read's worth regardless.
     turn: AtomicBool,
+    /// Its nick was taken back: the hub has its new one.
+    forced: AtomicBool,
     /// Wakes the member's task when there is output for it, when the
     /// window opens for it, or when the server shuts down.
     pub waker: AtomicWaker,
@@ -704,6 +762,7 @@ impl Member {
             outbox: Mutex::new(outbox),
             held: AtomicBool::new(false),
             turn: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
             waker: AtomicWaker::new(),
         }
     }
@@ -715,6 +774,11 @@ impl Member {
     /// How far it has written the log.
     pub fn position(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
+    }
+
+    /// True (once) after its nick was taken back.
+    pub fn take_forced(&self) -> bool {
+        self.forced.load(Ordering::Acquire) && self.forced.swap(false, Ordering::AcqRel)
     }
 
     /// True (once) after the window opened for this held sender.

@@ -166,6 +166,8 @@ pub async fn run(
         replay: config.replay,
     }));
     if let Some(redis) = redis {
+        let (start, end) = redis.guests();
+        hub.add_guests(start, end);
         hub.set_link(redis.start(hub.clone(), shutdown.clone()));
     }
     let clock = tokio::spawn(tick(hub.clone(), shutdown.clone()));
@@ -365,6 +367,7 @@ impl Connection {
     async fn serve(&mut self) -> Ending {
         let mut timers = Timers::default();
         loop {
+            self.pick_up_nick();
             let moving = self.moving.is_some();
             let flow = match self.write_queued() {
                 Ok(flow) => flow,
@@ -438,6 +441,20 @@ impl Connection {
                 }
                 Event::Writable | Event::Queued => {}
             }
+        }
+    }
+
+    /// `--redis`: another server claimed this connection's nick first and
+    /// the hub gave it another one (see `super::hub`).
+    fn pick_up_nick(&mut self) {
+        let forced = self.seat.member.take_forced()
+            | self
+                .moving
+                .as_ref()
+                .is_some_and(|old| old.member.take_forced());
+        if forced && let Some(nick) = self.hub.take_forced(self.seat.member.id) {
+            self.nick = nick;
+            self.renamed = true;
         }
     }
 
@@ -723,7 +740,7 @@ impl Connection {
                 }
                 Err(NickError::Taken) => self.tell(&Notice::NickTaken(name)),
             },
-            Command::Who => self.tell_bytes(&self.seat.room.who()),
+            Command::Who => self.tell_bytes(&self.hub.who(&self.seat)),
             Command::Join(name) => self.join(name),
             Command::Rooms => self.tell_bytes(&self.hub.rooms()),
             Command::History(n) => {
