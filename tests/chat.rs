@@ -135,15 +135,23 @@ impl Feed {
 
     /// The next whole line, or `None` once the stream has ended.
     fn next_line(&mut self, deadline: Instant, what: &str) -> Option<String> {
+        match self.line_by(deadline) {
+            Ok(line) => line,
+            Err(()) => panic!("timed out waiting for {what}\n{}", self.context()),
+        }
+    }
+
+    /// The next whole line if one comes by `deadline` (`Err`: none came).
+    fn line_by(&mut self, deadline: Instant) -> Result<Option<String>, ()> {
         loop {
             if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=i).collect();
                 let text = decode(&line[..line.len() - 1]);
                 self.seen.push(text.clone());
-                return Some(text);
+                return Ok(Some(text));
             }
             if self.end.is_some() {
-                return None;
+                return Ok(None);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
@@ -152,9 +160,7 @@ impl Feed {
                 Err(RecvTimeoutError::Disconnected) => {
                     self.end = Some(Some("reader thread gone".into()));
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("timed out waiting for {what}\n{}", self.context())
-                }
+                Err(RecvTimeoutError::Timeout) => return Err(()),
             }
         }
     }
@@ -1796,5 +1802,188 @@ fn a_member_that_stops_reading_on_one_server_never_holds_up_another() {
     eprintln!(
         "server one's reader had every line {:?} after the last was sent",
         started.elapsed()
+    );
+}
+
+/// Sends `/who` until the answer is `want` (another server's changes
+/// reach this one's view asynchronously); bounded in count and time.
+#[track_caller]
+fn who_becomes(raw: &mut Raw, want: &str) {
+    let mut last = String::new();
+    for _ in 0..50 {
+        raw.send("/who\n");
+        last = raw.expect("the /who answer", |l| l.contains(" online in #"));
+        if last == want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("/who never said {want:?}; last {last:?}\n{}", raw.context());
+}
+
+#[test]
+fn nicks_and_presence_span_the_servers() {
+    let redis = common::redis::RedisServer::start();
+    let (one, two) = (serve_on(&redis), serve_on(&redis));
+    let mut a = Raw::join(&one);
+    let mut b = Raw::join(&two);
+    // Guest numbers come from blocks that no two servers share.
+    assert_ne!(a.nick, b.nick);
+    let (a_guest, b_guest) = (a.nick.clone(), b.nick.clone());
+    rename(&mut a, "alice");
+    // A rename on one server is seen on the other, and the nick is
+    // refused there, in any case.
+    b.expect_eq(&format!("* {a_guest} is now alice"));
+    b.send("/nick ALICE\n");
+    b.expect_eq("* error: nick ALICE is taken");
+    rename(&mut b, "bob");
+    a.expect_eq(&format!("* {b_guest} is now bob"));
+    a.send("/who\n");
+    a.expect_eq("* 2 online in #lobby: alice, bob");
+    // Rooms and their counts cover both servers.
+    join_room(&mut b, "#dev", 1);
+    a.expect_eq("* bob went to #dev (1 online)");
+    a.send("/rooms\n");
+    a.expect_eq("* 2 rooms: #dev (1), #lobby (1)");
+    // /msg crosses servers, both ways, into any room.
+    a.send("/msg BOB psst\n");
+    a.expect_eq("[alice -> bob] psst");
+    b.expect_eq("[alice -> bob] psst");
+    b.send("/msg alice back\n");
+    a.expect_eq("[bob -> alice] back");
+    a.send("/msg nobody x\n");
+    a.expect_eq("* error: no such nick: nobody");
+    // Joins and leaves on one server are said on the other.
+    let mut seed = seed_client(&two, Some("sam"));
+    let (_, joined) = a.until("the seed's join", |l| l.ends_with(" joined (2 online)"));
+    let guest = joined
+        .strip_prefix("* ")
+        .and_then(|l| l.strip_suffix(" joined (2 online)"))
+        .unwrap_or_default();
+    seed.line("hi from the seed");
+    a.expect_eq(&format!("* {guest} is now sam"));
+    a.expect_eq("[sam] hi from the seed");
+    drop(seed);
+    a.expect_eq("* sam left (1 online)");
+}
+
+#[test]
+fn a_stopped_or_killed_servers_members_are_gone_and_their_nicks_free() {
+    let redis = common::redis::RedisServer::start();
+    let (mut one, two, three) = (serve_on(&redis), serve_on(&redis), serve_on(&redis));
+    let mut a = Raw::join(&one);
+    let mut c = Raw::join(&three);
+    let mut b = Raw::join(&two);
+    let (a_guest, c_guest) = (a.nick.clone(), c.nick.clone());
+    rename(&mut a, "alice");
+    rename(&mut c, "carol");
+    let renames = [
+        format!("* {a_guest} is now alice"),
+        format!("* {c_guest} is now carol"),
+    ];
+    let mut seen = 0;
+    while seen < 2 {
+        b.until("the renames on the other servers", |l| {
+            renames.iter().any(|r| r == l)
+        });
+        seen += 1;
+    }
+    b.send("/nick alice\n");
+    b.expect_eq("* error: nick alice is taken");
+    // A server that stops says goodbye: its members are gone at once.
+    let (status, _, _) = three.terminate();
+    assert!(status.success(), "{status:?}");
+    let (_, gone) = b.until("carol's server going", |l| {
+        l.contains("left with their server")
+    });
+    assert_eq!(gone, "* 1 member left with their server (2 online)");
+    rename(&mut b, "carol");
+    // A server killed outright says nothing: its nicks are free once it
+    // has missed its heartbeats, within 30 s.
+    one.child.kill().expect("kill -9 server one");
+    let killed = Instant::now();
+    let (_, gone) = b.until("alice's server missing", |l| {
+        l.contains("left with their server")
+    });
+    let took = killed.elapsed();
+    assert_eq!(gone, "* 1 member left with their server (1 online)");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    rename(&mut b, "alice");
+    eprintln!("a killed server's nick was free again {took:?} after kill -9");
+}
+
+#[test]
+fn redis_coming_back_empty_is_said_and_nicks_and_presence_are_rebuilt() {
+    let redis = common::redis::RedisServer::start();
+    let (one, two) = (serve_on(&redis), serve_on(&redis));
+    let mut a = Raw::join(&one);
+    let mut b = Raw::join(&two);
+    let a_guest = a.nick.clone();
+    rename(&mut a, "alice");
+    b.expect_eq(&format!("* {a_guest} is now alice"));
+    rename(&mut b, "bob");
+    let flushed = redis.cli(&["FLUSHALL"]);
+    assert_eq!(flushed.trim(), "OK");
+    const RESET: &str =
+        "* redis lost its state (restarted empty?): nicks and presence are being rebuilt";
+    a.expect_eq(RESET);
+    b.expect_eq(RESET);
+    // Both servers claimed their nicks again and read each other's
+    // members afresh: the same answers as before the flush.
+    who_becomes(&mut a, "* 2 online in #lobby: alice, bob");
+    who_becomes(&mut b, "* 2 online in #lobby: alice, bob");
+    let mut c = Raw::join(&two);
+    c.send("/nick alice\n");
+    c.expect_eq("* error: nick alice is taken");
+    a.send("still here\n");
+    b.expect_eq("[alice] still here");
+}
+
+#[test]
+fn a_nick_taken_on_two_servers_during_an_outage_stays_with_one() {
+    let mut redis = common::redis::RedisServer::start();
+    let (one, two) = (serve_on(&redis), serve_on(&redis));
+    let mut a = Raw::join(&one);
+    let mut b = Raw::join(&two);
+    redis.stop();
+    const LOST: &str = "* link to other servers lost";
+    a.expect_eq(LOST);
+    b.expect_eq(LOST);
+    // Neither server can ask the other: both give out the nick.
+    rename(&mut a, "dana");
+    rename(&mut b, "dana");
+    redis.restart();
+    // Back, the claims in Redis decide: exactly one keeps it, the other
+    // is told and given another nick (seen on both servers).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lost = |l: &str| l.starts_with("* error: nick dana is taken on another server; you are ");
+    let (loser, winner) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "nobody lost dana\n{}\n{}",
+            a.context(),
+            b.context()
+        );
+        let step = Instant::now() + Duration::from_millis(50);
+        if let Ok(Some(line)) = a.feed.line_by(step)
+            && lost(&line)
+        {
+            break (a, b);
+        }
+        if let Ok(Some(line)) = b.feed.line_by(step)
+            && lost(&line)
+        {
+            break (b, a);
+        }
+    };
+    let told = loser.feed.seen.last().cloned().unwrap_or_default();
+    let now = told.rsplit(' ').next().unwrap_or_default().to_string();
+    assert!(now.starts_with("guest"), "{told}");
+    let mut winner = winner;
+    who_becomes(&mut winner, &format!("* 2 online in #lobby: dana, {now}"));
+    assert!(
+        !winner.feed.seen.iter().any(|l| lost(l)),
+        "both lost it\n{}",
+        winner.context()
     );
 }

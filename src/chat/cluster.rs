@@ -45,6 +45,9 @@ pub enum Event {
     },
     /// The server stopped (its members are gone with it).
     Gone,
+    /// The server is about to say again who its members are (after a
+    /// reconnect): forget them quietly until it does.
+    Reset,
 }
 
 impl Event {
@@ -68,6 +71,7 @@ impl Event {
                 vec![("k", text("p")), ("n", text(to)), ("b", line.clone())]
             }
             Event::Gone => vec![("k", text("q"))],
+            Event::Reset => vec![("k", text("r"))],
         }
     }
 
@@ -100,6 +104,7 @@ impl Event {
                 line: field("b").filter(|b| b.ends_with(b"\n") && b.len() <= 64 * 1024)?,
             },
             "q" => Event::Gone,
+            "r" => Event::Reset,
             _ => return None,
         })
     }
@@ -226,7 +231,7 @@ impl Remote {
                 None => Vec::new(),
             },
             Event::Private { .. } => Vec::new(),
-            Event::Gone => self.drop_server(origin),
+            Event::Gone | Event::Reset => self.drop_server(origin),
         }
     }
 
@@ -387,6 +392,7 @@ mod tests {
                 line: b"[bob -> alice] hi\n".to_vec(),
             },
             Event::Gone,
+            Event::Reset,
         ];
         for event in events {
             let fields = event.fields();

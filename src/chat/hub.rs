@@ -428,7 +428,7 @@ impl Hub {
             }
             return;
         }
-        let quiet = matches!(event, Event::Joined { quiet: true, .. });
+        let quiet = matches!(event, Event::Joined { quiet: true, .. } | Event::Reset);
         let changes = {
             let mut remote = lock(&self.remote);
             let changes = remote.apply(origin, &event);
@@ -457,15 +457,19 @@ impl Hub {
         }
     }
 
-    /// Tells each local room concerned what changed elsewhere.
+    /// Tells each local room concerned what changed elsewhere (`quiet`:
+    /// only the counts change).
     fn announce(&self, changes: Vec<(usize, Change)>, quiet: bool) {
         for (count, change) in changes {
             let Some(room) = lock(&self.rooms).get(change.room()).cloned() else {
                 continue;
             };
             room.set_remote(count);
+            if quiet {
+                continue;
+            }
             match change {
-                Change::Joined { nick, .. } if !quiet => {
+                Change::Joined { nick, .. } => {
                     room.announce(Told::Joined, |online| {
                         Notice::Joined {
                             nick: &nick,
@@ -474,7 +478,6 @@ impl Hub {
                         .to_bytes()
                     });
                 }
-                Change::Joined { .. } => {}
                 Change::Left {
                     nick, cut: true, ..
                 } => {

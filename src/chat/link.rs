@@ -440,9 +440,9 @@ async fn guest_block(connection: &mut MultiplexedConnection) -> redis::RedisResu
     Ok((end.saturating_sub(GUEST_BLOCK - 1).max(1), end))
 }
 
-/// The heartbeat's findings: Redis lost its state (said once, then
-/// every nick is claimed again and the view read afresh), servers gone.
-async fn beat(state: &State, connection: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+/// The heartbeat's findings: servers gone, and whether Redis lost its
+/// state (said once; the caller claims every nick again).
+async fn beat(state: &State, connection: &mut MultiplexedConnection) -> redis::RedisResult<bool> {
     let (epoch, live) = heartbeat(connection, &state.origin).await?;
     let reset = {
         let mut known = lock(&state.epoch);
@@ -453,17 +453,37 @@ async fn beat(state: &State, connection: &mut MultiplexedConnection) -> redis::R
     if reset {
         tracing::warn!("redis lost the link's state: claiming nicks again");
         state.hub.broadcast_all(&Notice::LinkReset.to_bytes());
-        reclaim(state, connection).await?;
         state.resync.store(true, Ordering::Release);
     }
     state.hub.keep_servers(&live);
-    Ok(())
+    Ok(reset)
 }
 
-/// Claims every nick of this server again (after a reconnect or a reset:
-/// its members' hash may have expired or been wiped). A nick another
-/// server took meanwhile is lost here (see [`Hub::revoke`]).
-async fn reclaim(state: &State, connection: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+/// Says again who this server's members are (after a reconnect or a
+/// reset: its members' hash may have expired, been wiped, or be missing
+/// what changed meanwhile): the hash is made afresh from the nick table
+/// and the other servers are told to forget what they knew and take
+/// this instead. Changes of presence still waiting in `batch` and
+/// `queue` are older than the table, so they are dropped (lines and
+/// `/msg` are kept). A nick another server took meanwhile is lost here
+/// (see [`Hub::revoke`]).
+async fn reclaim(
+    state: &State,
+    connection: &mut MultiplexedConnection,
+    batch: &mut Vec<Op>,
+    queue: &mut mpsc::Receiver<Op>,
+) -> redis::RedisResult<()> {
+    let current = |op: &Op| matches!(op, Op::Lines { .. } | Op::Private { .. } | Op::Guests);
+    batch.retain(current);
+    while let Ok(op) = queue.try_recv() {
+        if current(&op) {
+            batch.push(op);
+        }
+    }
+    let mut pipe = redis::pipe();
+    pipe.del(members_key(&state.origin)).ignore();
+    event(&mut pipe, &state.origin, &Event::Reset);
+    pipe.query_async::<()>(connection).await?;
     let ops: Vec<Op> = state
         .hub
         .holders()
@@ -670,7 +690,7 @@ async fn write_loop(
             match send(&state, &mut connection, &batch, history).await {
                 Ok(()) => {
                     batch.clear();
-                    Ok(())
+                    Ok(false)
                 }
                 Err(e) if !is_link_failure(&e) => {
                     // Redis is there but refused (out of memory, a key of
@@ -678,10 +698,15 @@ async fn write_loop(
                     // and hold up everything after it.
                     tracing::warn!("redis refused a batch of {} changes: {e}", batch.len());
                     batch.clear();
-                    Ok(())
+                    Ok(false)
                 }
                 Err(e) => Err(e),
             }
+        };
+        let result = match result {
+            Ok(true) => reclaim(&state, &mut connection, &mut batch, &mut rx).await,
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
         };
         let Err(e) = result else { continue };
         if !is_link_failure(&e) {
@@ -697,12 +722,13 @@ async fn write_loop(
             }
             // Its members may have expired meanwhile: they are claimed
             // again before anything else is sent.
-            match beat(&state, &mut connection).await {
-                Ok(()) => match reclaim(&state, &mut connection).await {
-                    Ok(()) => break,
-                    Err(e) => tracing::debug!("redis reclaim: {e}"),
-                },
-                Err(e) => tracing::debug!("redis heartbeat: {e}"),
+            let reclaimed = match beat(&state, &mut connection).await {
+                Ok(_) => reclaim(&state, &mut connection, &mut batch, &mut rx).await,
+                Err(e) => Err(e),
+            };
+            match reclaimed {
+                Ok(()) => break,
+                Err(e) => tracing::debug!("redis after reconnecting: {e}"),
             }
         }
         state.resync.store(true, Ordering::Release);
