@@ -1987,3 +1987,31 @@ fn a_nick_taken_on_two_servers_during_an_outage_stays_with_one() {
         winner.context()
     );
 }
+
+#[test]
+fn history_covers_what_was_said_before_a_server_had_the_room() {
+    let redis = common::redis::RedisServer::start();
+    let (one, two) = (serve_on(&redis), serve_on(&redis));
+    let mut a = Raw::join(&one);
+    rename(&mut a, "alice");
+    join_room(&mut a, "#old", 1);
+    a.send("early one\n");
+    a.send("early two\n");
+    // Server two has nobody in #old until b joins.
+    let mut b = Raw::join(&two);
+    b.send("/join #old\n");
+    b.expect("b in #old", |l| l.starts_with("* you are in #old now"));
+    a.send("now\n");
+    b.expect_eq("[alice] now");
+    b.send("/history\n");
+    b.expect_eq("* history of #old: 3 lines");
+    for text in ["early one", "early two", "now"] {
+        let line = b.expect("a line of history", |_| true);
+        assert!(
+            line.starts_with('[') && line.ends_with(&format!("] [alice] {text}")),
+            "{line:?}\n{}",
+            b.context()
+        );
+    }
+    b.expect_eq("* end of history");
+}

@@ -60,6 +60,21 @@ impl History {
         }
     }
 
+    /// Puts `earlier` (time, batch of whole lines; oldest first) before
+    /// what is kept: what was said in a room before this server had it
+    /// (`--redis`). Done once per room, so rebuilding is cheap enough.
+    pub fn prepend(&mut self, earlier: &[(u64, Vec<u8>)]) {
+        let mut whole = History::new(self.max_lines);
+        for (time, batch) in earlier {
+            whole.push(*time, batch);
+        }
+        for (time, mut line) in self.last(self.lines.len()) {
+            line.push(b'\n');
+            whole.push(time, &line);
+        }
+        *self = whole;
+    }
+
     /// The last `n` lines, oldest first: (time, line without its newline).
     pub fn last(&self, n: usize) -> Vec<(u64, Vec<u8>)> {
         let skip = self.lines.len().saturating_sub(n);

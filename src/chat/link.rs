@@ -183,6 +183,7 @@ impl Connected {
             hub,
             lost: AtomicBool::new(false),
             resync: AtomicBool::new(true),
+            history: history.max(1),
             epoch: Mutex::new(epoch),
         });
         tokio::spawn(write_loop(
@@ -243,6 +244,8 @@ struct State {
     /// The reader should read the other servers' members afresh (at
     /// start, after a reconnect, after Redis lost its state).
     resync: AtomicBool,
+    /// Lines of history per room (`--history`).
+    history: usize,
     /// The value of [`EPOCH`] this server knows: another one means Redis
     /// lost everything (restarted without persistence, `FLUSHALL`).
     epoch: Mutex<String>,
@@ -820,13 +823,11 @@ async fn read_once(
     last: &mut HashMap<String, String>,
     shutdown: &CancellationToken,
 ) -> redis::RedisResult<bool> {
-    // A room read for the first time is read from the moment it was made
-    // here (stream ids are Redis's clock in ms): what was said there
-    // before is history, not news, and what was said since its first
-    // member came is not lost to the wait for this loop to see it.
     for (key, made) in rooms {
-        last.entry(key.clone())
-            .or_insert_with(|| format!("{}-0", made.saturating_sub(1)));
+        if !last.contains_key(key) {
+            let newest = first_read(state, connection, key, *made).await?;
+            last.insert(key.clone(), newest);
+        }
     }
     let events = last.get(EVENTS).cloned().unwrap_or_else(|| "$".into());
     let mut cmd = redis::cmd("XREAD");
@@ -885,6 +886,60 @@ async fn read_once(
         }
     }
     Ok(true)
+}
+
+/// A room's stream read for the first time (its first member here came
+/// at `made`, ms): what was said there before is its history (for
+/// `/history` and `--replay`), what was said since is news, delivered
+/// like any other read, so nothing is lost to the wait for this loop to
+/// see the room. Returns the id to read on from. (Redis's clock and
+/// this server's are compared here: skew between them moves lines
+/// between history and news, it never loses or doubles one.)
+async fn first_read(
+    state: &State,
+    connection: &mut MultiplexedConnection,
+    key: &str,
+    made: u64,
+) -> redis::RedisResult<String> {
+    let Some(room) = state
+        .hub
+        .all_rooms()
+        .into_iter()
+        .find(|r| stream_key(r.key()) == key)
+    else {
+        return Ok("0-0".into());
+    };
+    let reply: Value = redis::cmd("XREVRANGE")
+        .arg(key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(state.history.min(READ_COUNT))
+        .query_async(connection)
+        .await?;
+    let mut items = entries(&reply);
+    let Some(newest) = items.first().map(|(id, _, _)| id.clone()) else {
+        return Ok("0-0".into());
+    };
+    items.reverse();
+    let mut earlier = Vec::new();
+    for (id, origin, fields) in items {
+        let time = id
+            .split_once('-')
+            .and_then(|(ms, _)| ms.parse::<u64>().ok())
+            .unwrap_or(0);
+        let lines = field(&fields, "b").unwrap_or_default();
+        if !whole_lines(&lines) {
+            continue;
+        }
+        if time < made {
+            earlier.push((time, lines));
+        } else if origin != state.origin {
+            room.relay(0, &lines);
+        }
+    }
+    room.remember_earlier(&earlier);
+    Ok(newest)
 }
 
 /// Longest entry relayed: a server writes one read's batch (at most a

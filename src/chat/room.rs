@@ -390,6 +390,12 @@ impl Room {
         self.remember(now_ms(), bytes);
     }
 
+    /// `--redis`: lines said here on other servers before this one had
+    /// the room go before its own history.
+    pub fn remember_earlier(&self, earlier: &[(u64, Vec<u8>)]) {
+        lock(&self.history).prepend(earlier);
+    }
+
     /// Adds lines said at `time` to the room's history.
     pub fn remember(&self, time: u64, bytes: &[u8]) {
         lock(&self.history).push(time, bytes);
