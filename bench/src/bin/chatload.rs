@@ -140,9 +140,11 @@ const SPARE_FDS: u64 = 64;
 #[derive(Parser, Debug)]
 #[command(name = "chatload", version)]
 struct Args {
-    /// Chat server, as IP:PORT in 127.0.0.0/8 (or [::1]:PORT).
-    #[arg(long)]
-    addr: SocketAddr,
+    /// Chat server, as IP:PORT in 127.0.0.0/8 (or [::1]:PORT). Given
+    /// more than once (several servers of one room, e.g. `chat serve
+    /// --redis`), client `i` connects to the `i % N`th.
+    #[arg(long, required = true)]
+    addr: Vec<SocketAddr>,
     /// Connections to open.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     clients: u32,
@@ -177,9 +179,14 @@ struct Args {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(8..=65_536))]
     size: u32,
     /// The server's process id: its CPU time (utime + stime from
-    /// /proc/PID/stat) over the delivery phase is reported.
+    /// /proc/PID/stat) over the delivery phase is reported. Given more
+    /// than once, the sum over them.
     #[arg(long)]
-    pid: Option<u32>,
+    pid: Vec<u32>,
+    /// Another process whose CPU time over the delivery phase is reported
+    /// on its own (`redis_cpu_s`): the Redis between `--redis` servers.
+    #[arg(long)]
+    redis_pid: Option<u32>,
     /// Seconds the whole run may take (connect, sync and delivery; --hold
     /// comes on top).
     #[arg(long, default_value_t = 120.0)]
@@ -780,7 +787,8 @@ async fn connect_retry(
 /// The joining clients.
 struct Join {
     sh: Arc<Shared>,
-    addr: SocketAddr,
+    /// Client `i` connects to `addrs[i % len]`.
+    addrs: Arc<[SocketAddr]>,
     deadline: Instant,
     writers: Vec<Option<OwnedWriteHalf>>,
     /// Per client: it sent its nudge line on its current connection.
@@ -798,6 +806,11 @@ struct Join {
 }
 
 impl Join {
+    /// The server client `i` connects to.
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.addrs[i % self.addrs.len()]
+    }
+
     /// Connects `clients`, at most `concurrency` at a time, and starts a
     /// reader task for each at once (so that join notices are drained from
     /// the start).
@@ -806,7 +819,7 @@ impl Join {
         let mut joins = JoinSet::new();
         for i in clients {
             let gate = gate.clone();
-            let (addr, deadline) = (self.addr, self.deadline);
+            let (addr, deadline) = (self.addr(i), self.deadline);
             joins.spawn(async move {
                 let _permit = gate
                     .acquire_owned()
@@ -925,7 +938,7 @@ impl Join {
                         );
                     }
                     self.writers[i] = None;
-                    let (addr, deadline) = (self.addr, self.deadline);
+                    let (addr, deadline) = (self.addr(i), self.deadline);
                     self.rejoins
                         .spawn(async move { (i, connect_retry(addr, i, deadline).await) });
                     unready.start = unready.start.min(i.max(1));
@@ -967,7 +980,7 @@ impl Join {
             let mut joins = JoinSet::new();
             for k in joined..upto {
                 let gate = gate.clone();
-                let (addr, deadline) = (self.addr, self.deadline);
+                let (addr, deadline) = (self.addr(first + k), self.deadline);
                 let line = format!("CLSTALL {} {k}\n", self.runid);
                 joins.spawn(async move {
                     let _permit = gate
@@ -1026,9 +1039,23 @@ async fn cut_off(stalled: &[tokio::net::TcpStream]) -> usize {
     n
 }
 
+/// The summed CPU time of `pids` (`None` for none).
+fn servers_cpu(pids: &[u32]) -> Result<Option<f64>> {
+    if pids.is_empty() {
+        return Ok(None);
+    }
+    pids.iter()
+        .map(|&pid| cpu_seconds(pid))
+        .sum::<Result<f64>>()
+        .map(Some)
+}
+
 /// The results of one run.
 struct Report {
-    addr: SocketAddr,
+    /// `--redis-pid`'s CPU time over the delivery phase.
+    redis_cpu_s: Option<f64>,
+    /// The servers, comma-separated.
+    addr: String,
     clients: usize,
     senders: usize,
     messages: usize,
@@ -1108,6 +1135,10 @@ impl Report {
             (Some(cpu), None) => format!("; server cpu {cpu:.2} s"),
             _ => String::new(),
         };
+        let cpu = match self.redis_cpu_s {
+            Some(redis) => format!("{cpu}; redis cpu {redis:.2} s"),
+            None => cpu,
+        };
         format!(
             "chatload {} clients={} senders={} messages={} {pace} size={}: connect {:.2} s ({} sync rounds, {} nudges, {} reconnects); \
              {}/{} delivered in {:.2} s = {:.0}/s ({}), lost {}, dup {}, reordered {}, \
@@ -1143,7 +1174,7 @@ impl Report {
     fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "tool": "chatload",
-            "addr": self.addr.to_string(),
+            "addr": self.addr,
             "clients": self.clients,
             "senders": self.senders,
             "messages": self.messages,
@@ -1180,6 +1211,7 @@ impl Report {
                 "mean": self.hist.mean() / 1000.0,
             },
             "server_cpu_s": self.server_cpu_s,
+            "redis_cpu_s": self.redis_cpu_s,
             "server_ns_per_delivery": self.ns_per_delivery(),
             "client_cpu_s": self.client_cpu_s,
             "ok": self.ok(),
@@ -1188,16 +1220,14 @@ impl Report {
 }
 
 fn run(args: &Args) -> Result<Report> {
-    let ip = args.addr.ip();
-    let loopback = match ip {
-        IpAddr::V4(v4) => v4.octets()[0] == 127,
-        IpAddr::V6(v6) => v6.is_loopback(),
-    };
-    if !loopback || args.addr.port() == 0 {
-        bail!(
-            "--addr must be IP:PORT in 127.0.0.0/8 (or [::1]:PORT), got {}",
-            args.addr
-        );
+    for addr in &args.addr {
+        let loopback = match addr.ip() {
+            IpAddr::V4(v4) => v4.octets()[0] == 127,
+            IpAddr::V6(v6) => v6.is_loopback(),
+        };
+        if !loopback || addr.port() == 0 {
+            bail!("--addr must be IP:PORT in 127.0.0.0/8 (or [::1]:PORT), got {addr}");
+        }
     }
     if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 86_400.0) {
         bail!("--timeout must be between 0 and 86400 seconds");
@@ -1234,8 +1264,8 @@ fn run(args: &Args) -> Result<Report> {
         );
     }
     raise_nofile(n as u64 + u64::from(args.stalled) + SPARE_FDS)?;
-    if let Some(pid) = args.pid {
-        cpu_seconds(pid).context("--pid: cannot read the server's CPU time")?;
+    for pid in args.pid.iter().chain(&args.redis_pid) {
+        cpu_seconds(*pid).with_context(|| format!("cannot read the CPU time of process {pid}"))?;
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -1297,7 +1327,7 @@ async fn run_async(args: &Args, n: usize, s: usize, m: usize) -> Result<Report> 
     let t_connect = Instant::now();
     let mut join = Join {
         sh: sh.clone(),
-        addr: args.addr,
+        addrs: args.addr.clone().into(),
         deadline,
         writers: (0..n).map(|_| None).collect(),
         nudged: vec![false; n],
@@ -1348,7 +1378,8 @@ async fn run_async(args: &Args, n: usize, s: usize, m: usize) -> Result<Report> 
 
     // ---- delivery
     let deadline = deadline + Duration::from_secs_f64(args.hold);
-    let cpu0 = args.pid.map(cpu_seconds).transpose()?;
+    let cpu0 = servers_cpu(&args.pid)?;
+    let redis0 = args.redis_pid.map(cpu_seconds).transpose()?;
     let own0 = own_cpu_seconds();
     let phase_start = sh.now_ns();
     let plan = Arc::new(SendPlan {
@@ -1393,7 +1424,11 @@ async fn run_async(args: &Args, n: usize, s: usize, m: usize) -> Result<Report> 
         tokio::time::sleep(POLL).await;
     };
     sh.stopping.store(true, Relaxed);
-    let cpu1 = args.pid.map(cpu_seconds).transpose();
+    let cpu1 = servers_cpu(&args.pid);
+    let redis_cpu_s = match (redis0, args.redis_pid.map(cpu_seconds).transpose()) {
+        (Some(a), Ok(Some(b))) => Some(b - a),
+        _ => None,
+    };
     let client_cpu_s = own_cpu_seconds() - own0;
     let stalled_cut_off = cut_off(&stalled).await;
     let server_cpu_s = match (cpu0, cpu1) {
@@ -1416,7 +1451,13 @@ async fn run_async(args: &Args, n: usize, s: usize, m: usize) -> Result<Report> 
         hist.add(&*lock(h)).context("merging latency histograms")?;
     }
     Ok(Report {
-        addr: args.addr,
+        addr: args
+            .addr
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        redis_cpu_s,
         clients: n,
         senders: s,
         messages: m,
