@@ -15,6 +15,10 @@ use std::sync::Arc;
 
 use super::protocol::nick_key;
 
+/// Longest `/msg` line taken from another server (far above any
+/// `--max-line` plus labels people use; bounds what a foreign entry costs).
+const MAX_PRIVATE: usize = 1 << 20;
+
 /// A change on another server, as its presence stream entry says it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -101,7 +105,7 @@ impl Event {
             },
             "p" => Event::Private {
                 to: nick()?,
-                line: field("b").filter(|b| b.ends_with(b"\n") && b.len() <= 64 * 1024)?,
+                line: field("b").filter(|b| b.ends_with(b"\n") && b.len() <= MAX_PRIVATE)?,
             },
             "q" => Event::Gone,
             "r" => Event::Reset,

@@ -23,8 +23,9 @@
 //! milliseconds, or during an outage) is taken back ([`Hub::revoke`]),
 //! as IRC servers settle a nick collision on a link.
 //!
-//! Locks: the room map, then a room's own, or the nick table, then the
-//! remote view; the remote view is never held while taking another.
+//! Locks: the room map, then a room's own or the remote view; the nick
+//! table, then the guest numbers or the remote view. The remote view and
+//! the guest numbers are never held while taking another.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -450,9 +451,11 @@ impl Hub {
 
     /// Replaces the view of the other servers (read afresh from Redis).
     pub fn replace_remote(&self, servers: Vec<(String, Vec<(String, String)>)>) {
+        // The room map before the view: `move_to` takes them in that order.
+        let rooms = self.all_rooms();
         let mut remote = lock(&self.remote);
         remote.replace(servers);
-        for room in self.all_rooms() {
+        for room in rooms {
             room.set_remote(remote.count(room.key()));
         }
     }

@@ -20,8 +20,23 @@
 //! seen: nothing twice and, as far as the stream still holds it, nothing
 //! missed.
 //!
+//! Members and nicks: each server keeps its members in a hash of its own
+//! (`sockit:srv:{id}`: nick -> room), says it is alive every [`HEARTBEAT`]
+//! in a sorted set (`sockit:servers`), and says every join, move, rename
+//! and leave in one presence stream (`sockit:events`, read in the same
+//! `XREAD` as the rooms), from which the others keep their view
+//! (`super::cluster`). A nick is claimed by a script that refuses it if
+//! any live server's hash holds it, so Redis decides every collision;
+//! a server not heard of for [`ALIVE`] is dead, and its nicks are free.
+//! `sockit:epoch` is set once per Redis lifetime: finding it changed or
+//! gone means Redis lost everything, which is said, and every server then
+//! claims its nicks again (as it does after any reconnect, since its hash
+//! may have expired meanwhile). `/msg` to another server's member is a
+//! presence event for the server that holds the nick.
+//!
 //! Two tasks, each with its own connection: a blocking `XREAD` would hold
-//! up every other command on a shared one.
+//! up every other command on a shared one. The writer also beats the
+//! heartbeat; the reader rebuilds the view when told to.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
