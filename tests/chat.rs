@@ -1739,7 +1739,7 @@ fn redis_going_away_is_said_once_and_nothing_is_lost_or_doubled_after() {
 }
 
 #[test]
-fn foreign_entries_in_a_rooms_stream_are_skipped_and_the_room_goes_on() {
+fn foreign_entries_in_the_streams_are_skipped_and_the_room_goes_on() {
     let redis = common::redis::RedisServer::start();
     let one = serve_on(&redis);
     let mut a = Raw::join(&one);
@@ -1755,13 +1755,37 @@ fn foreign_entries_in_a_rooms_stream_are_skipped_and_the_room_goes_on() {
         let id = redis.cli(&args);
         assert!(id.contains('-'), "XADD answered {id:?}");
     }
+    // And presence events no server wrote: unknown kinds, a nick with a
+    // space, a /msg without its newline (for a's nick, on a's server).
+    for fields in [
+        &["o", "someone", "k", "zz"][..],
+        &["o", "someone", "k", "j", "n", "a b", "r", "#lobby"][..],
+        &[
+            "o",
+            "someone",
+            "k",
+            "p",
+            "n",
+            a.nick.as_str(),
+            "b",
+            "no newline",
+        ][..],
+        &["x", "y"][..],
+    ] {
+        let mut args = vec!["XADD", "sockit:events", "*"];
+        args.extend_from_slice(fields);
+        let id = redis.cli(&args);
+        assert!(id.contains('-'), "XADD answered {id:?}");
+    }
     let two = serve_on(&redis);
     let b = Raw::join(&two);
     b.send("after the garbage\n");
     let (before, line) = a.until("the line after", |l| l.ends_with("after the garbage"));
     assert_eq!(line, format!("[{}] after the garbage", b.nick));
     assert!(
-        before.iter().all(|l| !l.contains("no newline")),
+        before
+            .iter()
+            .all(|l| !l.contains("no newline") && !l.contains("a b")),
         "{before:?}"
     );
 }
@@ -2014,4 +2038,17 @@ fn history_covers_what_was_said_before_a_server_had_the_room() {
         );
     }
     b.expect_eq("* end of history");
+}
+
+#[test]
+fn servers_share_a_redis_over_its_unix_socket() {
+    let redis = common::redis::RedisServer::start_unix();
+    let url = redis.unix_url();
+    let (one, two) = (serve(&["--redis", &url]), serve(&["--redis", &url]));
+    let a = Raw::join(&one);
+    let mut b = Raw::join(&two);
+    a.send("over the socket\n");
+    b.until("a's line on server two", |l| {
+        l == format!("[{}] over the socket", a.nick)
+    });
 }
