@@ -173,13 +173,7 @@ impl Hub {
             nicks.insert(nick.to_string(), holder);
             nick
         };
-        self.tell_link(|| Op::Claim {
-            id,
-            nick: nick.clone(),
-            room: room.name().clone(),
-            old: None,
-            quiet: false,
-        });
+        self.claim_new(id, &nick, &room);
         let replay = self.settings.replay;
         let member = room.enter(id, &nick, |online| {
             let mut greeting = Notice::Welcome {
@@ -394,14 +388,19 @@ impl Hub {
         room.tell_id(id, &Notice::NickLost { nick, now: &now }.to_bytes());
         room.force(id);
         if fresh {
-            self.tell_link(|| Op::Claim {
-                id,
-                nick: now.clone(),
-                room: room.name().clone(),
-                old: None,
-                quiet: false,
-            });
+            self.claim_new(id, &now, &room);
         }
+    }
+
+    /// `--redis`: member `id`, new here as `nick` in `room`, claims it.
+    fn claim_new(&self, id: u64, nick: &Arc<str>, room: &Room) {
+        self.tell_link(|| Op::Claim {
+            id,
+            nick: nick.clone(),
+            room: room.name().clone(),
+            old: None,
+            quiet: false,
+        });
     }
 
     /// The nick member `id` was given by [`Hub::revoke`], once.
