@@ -101,8 +101,23 @@ pub enum Command {
         sockit completions fish > ~/.config/fish/completions/sockit.fish"
     )]
     Completions(Completions),
+    /// Print this machine's identity (what `--tls` servers show and clients `--pin`)
+    #[command(
+        long_about = "Print the identity a `--tls` server started here would show \
+        (SKT- and 56 letters and digits: a hash of its public key, with check characters), \
+        making the key first if there is none. Clients check a server with `--pin ID`."
+    )]
+    Id(IdArgs),
     /// Print sockit's manual page (roff) to stdout: `sockit man | man -l -`
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The identity file [default: $XDG_DATA_HOME/sockit/identity.pem, or
+    /// ~/.local/share/sockit/identity.pem]
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

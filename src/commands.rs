@@ -24,7 +24,7 @@ use clap::CommandFactory;
 use crate::cli::{
     BroadcastCommand, BroadcastListen, BroadcastSend, ChatCommand, ChatJoin, ChatServe, Cli,
     Command, Completions, Discover, EchoCommand, EchoSend, EchoServe, FileCommand, FileReceive,
-    FileSend, JsonCommand, JsonSend, JsonServe, Ping, Respond,
+    FileSend, IdArgs, JsonCommand, JsonSend, JsonServe, Ping, Respond,
 };
 
 /// File descriptors kept back from the connection cap for listeners,
@@ -49,8 +49,24 @@ pub async fn run(command: Command, ctx: Context, quiet: bool) -> Result<()> {
         Command::File(FileCommand::Receive(args)) => file_receive(args, ctx).await,
         Command::File(FileCommand::Send(args)) => file_send(args, ctx).await,
         Command::Completions(args) => completions(args, ctx),
+        Command::Id(args) => id(args, ctx),
         Command::Man => man(ctx),
     }
+}
+
+/// `sockit id`: the identity, made first if there is none (said on stderr).
+fn id(args: IdArgs, mut ctx: Context) -> Result<()> {
+    let path = match args.identity {
+        Some(path) => path,
+        None => sockit::identity::default_path()?,
+    };
+    let (identity, made) = sockit::identity::Identity::load_or_create(&path)?;
+    if made {
+        eprintln!("sockit: made a new identity in {}", path.display());
+    }
+    writeln!(ctx.out, "{}", identity.id)
+        .and_then(|()| ctx.out.flush())
+        .map_err(Error::Stdout)
 }
 
 /// The completion script for `args.shell`. Generated into memory first:

@@ -66,6 +66,7 @@ pub mod file;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod identity;
 pub mod json;
 pub mod lan;
 pub mod messages;
