@@ -349,6 +349,32 @@ pub struct Target {
     pub wait: Duration,
 }
 
+/// TLS on a TCP server.
+#[derive(Debug, Args)]
+pub struct TlsServe {
+    /// Take TLS connections (with this machine's identity, printed at
+    /// start), and plaintext ones on the same port as before
+    #[arg(long)]
+    pub tls: bool,
+
+    /// With --tls: refuse plaintext clients (each is told so in one line)
+    #[arg(long, requires = "tls")]
+    pub tls_only: bool,
+
+    /// The identity file (made on first use, mode 0600) [default:
+    /// $XDG_DATA_HOME/sockit/identity.pem, or ~/.local/share/sockit/identity.pem]
+    #[arg(long, value_name = "FILE", requires = "tls", conflicts_with_all = ["cert", "key"])]
+    pub identity: Option<std::path::PathBuf>,
+
+    /// A certificate (chain, PEM) to use instead of the identity file, e.g. one from Let's Encrypt
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    pub cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of --cert
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
+    pub key: Option<std::path::PathBuf>,
+}
+
 /// Where a server listens.
 #[derive(Debug, Args)]
 pub struct Bind {
@@ -452,6 +478,9 @@ pub struct JsonSend {
 pub struct ChatServe {
     #[command(flatten)]
     pub bind: Bind,
+
+    #[command(flatten)]
+    pub tls: TlsServe,
 
     /// Port to listen on (0 = any free port)
     #[arg(short, long, default_value_t = 9999)]

@@ -16,6 +16,7 @@ use sockit::context::Context;
 use sockit::error::{Error, Result};
 use sockit::messages::Messages;
 use sockit::service::Listen;
+use sockit::identity::Identity;
 use sockit::transport::Acceptor;
 use sockit::{chat, echo, file, json, lan, net, ping};
 
@@ -24,7 +25,7 @@ use clap::CommandFactory;
 use crate::cli::{
     BroadcastCommand, BroadcastListen, BroadcastSend, ChatCommand, ChatJoin, ChatServe, Cli,
     Command, Completions, Discover, EchoCommand, EchoSend, EchoServe, FileCommand, FileReceive,
-    FileSend, IdArgs, JsonCommand, JsonSend, JsonServe, Ping, Respond,
+    FileSend, IdArgs, JsonCommand, JsonSend, JsonServe, Ping, Respond, TlsServe,
 };
 
 /// File descriptors kept back from the connection cap for listeners,
@@ -161,7 +162,9 @@ async fn chat_serve(args: ChatServe, ctx: Context) -> Result<()> {
         Some(url) => Some(chat::server::Connected::connect(url, args.history).await?),
         None => None,
     };
+    let acceptor = acceptor(&args.tls)?;
     announce(net::local_addr(&listener)?)?;
+    announce_identity(&acceptor)?;
     let config = chat::server::Config {
         echo_self: args.echo_self,
         max_clients: args.max_clients as usize,
@@ -174,7 +177,45 @@ async fn chat_serve(args: ChatServe, ctx: Context) -> Result<()> {
         history: args.history,
         replay: args.replay.min(args.history),
     };
-    chat::server::run(listen(listener), config, redis, ctx).await
+    let mut listen = listen(listener);
+    listen.acceptor = acceptor.0;
+    chat::server::run(listen, config, redis, ctx).await
+}
+
+/// A server's acceptor as `--tls` and friends say, and the identity it
+/// shows (`None` without `--tls`).
+fn acceptor(args: &TlsServe) -> Result<(Acceptor, Option<sockit::identity::Id>)> {
+    if !args.tls {
+        return Ok((Acceptor::plain(), None));
+    }
+    let identity = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Identity::from_files(cert, key)?,
+        _ => {
+            let path = match &args.identity {
+                Some(path) => path.clone(),
+                None => sockit::identity::default_path()?,
+            };
+            let (identity, made) = Identity::load_or_create(&path)?;
+            if made {
+                eprintln!("sockit: made a new identity in {}", path.display());
+            }
+            identity
+        }
+    };
+    let id = identity.id;
+    Ok((Acceptor::tls(&identity, args.tls_only)?, Some(id)))
+}
+
+/// The line after `listening on` of a `--tls` server: what its clients
+/// check it by.
+fn announce_identity(acceptor: &(Acceptor, Option<sockit::identity::Id>)) -> Result<()> {
+    if let Some(id) = acceptor.1 {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "identity {id}")
+            .and_then(|()| out.flush())
+            .map_err(Error::Stdout)?;
+    }
+    Ok(())
 }
 
 async fn chat_join(args: ChatJoin, ctx: Context) -> Result<()> {

@@ -24,7 +24,8 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BufMut;
@@ -39,6 +40,143 @@ use crate::error::Result;
 pub enum Stream {
     /// Plain TCP: the bytes on the wire are the service's bytes.
     Plain(TcpStream),
+    /// TLS over TCP (boxed: a plain connection stays small).
+    Tls(Box<Tls>),
+}
+
+/// A TLS session and its socket, with what the readiness calls need:
+/// plaintext read ahead while looking for readiness, kept until taken.
+/// The lock is never contended (one task owns a connection); it lets the
+/// `&self` readiness calls drive the session, as they must.
+pub struct Tls {
+    inner: Mutex<TlsInner>,
+}
+
+struct TlsInner {
+    io: tokio_rustls::TlsStream<TcpStream>,
+    /// Plaintext read by `poll_read_ready`, from `taken` on.
+    ahead: Vec<u8>,
+    taken: usize,
+    /// The peer closed the session.
+    eof: bool,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+/// Plaintext read ahead at once, at most.
+const READ_AHEAD: usize = 16 * 1024;
+
+impl Tls {
+    fn new(io: tokio_rustls::TlsStream<TcpStream>) -> Tls {
+        Tls {
+            inner: Mutex::new(TlsInner {
+                io,
+                ahead: Vec::new(),
+                taken: 0,
+                eof: false,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TlsInner> {
+        // Poisoned only by a panic inside a read or write: the session is
+        // as good as the socket under it then, and the next call says so.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut t = self.lock();
+        if t.taken < t.ahead.len() || t.eof {
+            return Poll::Ready(Ok(()));
+        }
+        let t = &mut *t;
+        t.ahead.resize(READ_AHEAD, 0);
+        t.taken = 0;
+        let mut buf = ReadBuf::new(&mut t.ahead);
+        let polled = Pin::new(&mut t.io).poll_read(cx, &mut buf);
+        let n = buf.filled().len();
+        match polled {
+            Poll::Ready(Ok(())) => {
+                t.ahead.truncate(n);
+                if n == 0 {
+                    t.eof = true;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => {
+                t.ahead = Vec::new();
+                Poll::Ready(Err(e))
+            }
+            Poll::Pending => {
+                t.ahead = Vec::new();
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Reads without waiting: what was read ahead first, then whatever
+    /// the session has.
+    fn try_read(&self, out: &mut [u8]) -> io::Result<usize> {
+        let mut t = self.lock();
+        if t.taken < t.ahead.len() {
+            let n = out.len().min(t.ahead.len() - t.taken);
+            out[..n].copy_from_slice(&t.ahead[t.taken..t.taken + n]);
+            t.taken += n;
+            if t.taken == t.ahead.len() {
+                t.ahead = Vec::new();
+                t.taken = 0;
+            }
+            return Ok(n);
+        }
+        if t.eof {
+            return Ok(0);
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut buf = ReadBuf::new(out);
+        match Pin::new(&mut t.io).poll_read(&mut cx, &mut buf) {
+            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    /// Ready once what the session holds for the socket is out.
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.lock().io).poll_flush(cx)
+    }
+
+    /// Writes without waiting: taken only once the session's earlier
+    /// records are out (so "written" never hides bytes stuck behind a
+    /// full socket for long: see [`Stream::has_unsent`]).
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut t = self.lock();
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut t.io).poll_flush(&mut cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Err(io::ErrorKind::WouldBlock.into()),
+        }
+        match Pin::new(&mut t.io).poll_write_vectored(&mut cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                let _ = Pin::new(&mut t.io).poll_flush(&mut cx);
+                Ok(n)
+            }
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    fn has_unsent(&self) -> bool {
+        self.lock().io.get_ref().1.wants_write()
+    }
+
+    fn tcp(&self) -> MutexGuard<'_, TlsInner> {
+        self.lock()
+    }
 }
 
 impl Stream {
@@ -47,6 +185,7 @@ impl Stream {
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Stream::Plain(s) => s.poll_read_ready(cx),
+            Stream::Tls(t) => t.poll_read_ready(cx),
         }
     }
 
@@ -54,6 +193,7 @@ impl Stream {
     pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.try_read(buf),
+            Stream::Tls(t) => t.try_read(buf),
         }
     }
 
@@ -61,6 +201,7 @@ impl Stream {
     pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Stream::Plain(s) => s.poll_write_ready(cx),
+            Stream::Tls(t) => t.poll_write_ready(cx),
         }
     }
 
@@ -77,6 +218,17 @@ impl Stream {
                 [one] => s.try_write(one),
                 _ => s.try_write_vectored(bufs),
             },
+            Stream::Tls(t) => t.try_write_vectored(bufs),
+        }
+    }
+
+    /// True while bytes taken by a write are still on their way to the
+    /// socket (a TLS session's records behind a full socket): the writer
+    /// then waits for [`Stream::poll_write_ready`] as for a full socket.
+    pub fn has_unsent(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => t.has_unsent(),
         }
     }
 
@@ -84,10 +236,12 @@ impl Stream {
     /// dropped at once instead of lingering for a peer that will not read
     /// them. (A zero linger never blocks the thread on close.)
     pub fn reset_on_close(&self) {
+        let linger = |s: &TcpStream| {
+            let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+        };
         match self {
-            Stream::Plain(s) => {
-                let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
-            }
+            Stream::Plain(s) => linger(s),
+            Stream::Tls(t) => linger(t.tcp().io.get_ref().0),
         }
     }
 
@@ -99,6 +253,7 @@ impl Stream {
                 let (r, w) = s.split();
                 (Reader::Plain(r), Writer::Plain(w))
             }
+            Stream::Tls(t) => (Reader::Tls(t), Writer::Tls(t)),
         }
     }
 
@@ -109,6 +264,7 @@ impl Stream {
     pub fn into_plain(self) -> Option<TcpStream> {
         match self {
             Stream::Plain(s) => Some(s),
+            Stream::Tls(_) => None,
         }
     }
 }
@@ -121,6 +277,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(t) => t.poll_read(cx, buf),
         }
     }
 }
@@ -133,6 +290,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(t) => Pin::new(&mut t.lock().io).poll_write(cx, buf),
         }
     }
 
@@ -143,25 +301,50 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(t) => Pin::new(&mut t.lock().io).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(_) => true,
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(t) => Pin::new(&mut t.lock().io).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(t) => Pin::new(&mut t.lock().io).poll_shutdown(cx),
         }
+    }
+}
+
+impl Tls {
+    /// `AsyncRead`: what was read ahead first.
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let mut t = self.lock();
+        if t.taken < t.ahead.len() {
+            let n = buf.remaining().min(t.ahead.len() - t.taken);
+            buf.put_slice(&t.ahead[t.taken..t.taken + n]);
+            t.taken += n;
+            if t.taken == t.ahead.len() {
+                t.ahead = Vec::new();
+                t.taken = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if t.eof {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut t.io).poll_read(cx, buf)
     }
 }
 
@@ -169,6 +352,7 @@ impl AsyncWrite for Stream {
 #[derive(Debug)]
 pub enum Reader<'a> {
     Plain(ReadHalf<'a>),
+    Tls(&'a Tls),
 }
 
 impl Reader<'_> {
@@ -176,6 +360,7 @@ impl Reader<'_> {
     pub async fn readable(&self) -> io::Result<()> {
         match self {
             Reader::Plain(r) => r.readable().await,
+            Reader::Tls(t) => std::future::poll_fn(|cx| t.poll_read_ready(cx)).await,
         }
     }
 
@@ -183,6 +368,13 @@ impl Reader<'_> {
     pub fn try_read_buf<B: BufMut>(&mut self, buf: &mut B) -> io::Result<usize> {
         match self {
             Reader::Plain(r) => r.try_read_buf(buf),
+            Reader::Tls(t) => {
+                let mut chunk = [0u8; 8192];
+                let want = buf.remaining_mut().min(chunk.len());
+                let n = t.try_read(&mut chunk[..want])?;
+                buf.put_slice(&chunk[..n]);
+                Ok(n)
+            }
         }
     }
 }
@@ -191,6 +383,7 @@ impl Reader<'_> {
 #[derive(Debug)]
 pub enum Writer<'a> {
     Plain(WriteHalf<'a>),
+    Tls(&'a Tls),
 }
 
 impl AsyncWrite for Writer<'_> {
@@ -201,18 +394,21 @@ impl AsyncWrite for Writer<'_> {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Writer::Plain(w) => Pin::new(w).poll_write(cx, buf),
+            Writer::Tls(t) => Pin::new(&mut t.lock().io).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Writer::Plain(w) => Pin::new(w).poll_flush(cx),
+            Writer::Tls(t) => Pin::new(&mut t.lock().io).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Writer::Plain(w) => Pin::new(w).poll_shutdown(cx),
+            Writer::Tls(t) => Pin::new(&mut t.lock().io).poll_shutdown(cx),
         }
     }
 }
@@ -226,11 +422,34 @@ pub struct Acceptor {
 }
 
 /// How accepted sockets are taken on.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 enum Mode {
     /// As they are.
     #[default]
     Plain,
+    /// TLS for a peer whose first byte starts a TLS record (a ClientHello
+    /// starts with 0x16, which no text protocol's first line does), plain
+    /// for the others unless `only`.
+    Tls {
+        config: Arc<rustls::ServerConfig>,
+        only: bool,
+    },
+}
+
+/// How long a `--tls` server waits for a peer's first byte before taking
+/// it as a plaintext client that waits for the server to speak first (a
+/// chat client waiting for its welcome): a TLS client sends its
+/// ClientHello at once.
+pub const SNIFF_WAIT: Duration = Duration::from_millis(250);
+
+/// What a `--tls-only` server tells a plaintext client before closing.
+pub const TLS_ONLY: &[u8] = b"* error: this server takes TLS connections only (connect with --tls)\n";
+
+/// The TLS settings every sockit endpoint uses: ring's primitives (they
+/// build with a C compiler alone, no cmake or assembler, as aws-lc would
+/// need), TLS 1.2 and 1.3.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// The longest a peer may take over a transport handshake before its
@@ -243,12 +462,53 @@ impl Acceptor {
         Acceptor::default()
     }
 
+    /// Takes connections in TLS with `identity` (and, unless `only`,
+    /// plaintext ones on the same port).
+    pub fn tls(identity: &crate::identity::Identity, only: bool) -> Result<Self> {
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .and_then(|b| {
+                b.with_no_client_auth()
+                    .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+            })
+            .map_err(|e| crate::error::Error::Input {
+                what: "cannot set up TLS".into(),
+                why: e.to_string(),
+            })?;
+        Ok(Acceptor {
+            mode: Mode::Tls {
+                config: Arc::new(config),
+                only,
+            },
+        })
+    }
+
     /// Takes one accepted socket on; an error (or the timeout) drops the
     /// connection and is logged by the accept loop.
     pub async fn accept(&self, tcp: TcpStream) -> io::Result<Stream> {
-        match self.mode {
+        match &self.mode {
             // Nothing to wait for: no timer for plain connections.
             Mode::Plain => Ok(Stream::Plain(tcp)),
+            Mode::Tls { config, only } => {
+                let mut first = [0u8; 1];
+                let sniffed = tokio::time::timeout(SNIFF_WAIT, tcp.peek(&mut first)).await;
+                let tls = matches!(sniffed, Ok(Ok(1))) && first[0] == 0x16;
+                if tls {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                    let session = acceptor.accept(tcp).await?;
+                    return Ok(Stream::Tls(Box::new(Tls::new(session.into()))));
+                }
+                if let Ok(Err(e)) = sniffed {
+                    return Err(e);
+                }
+                if *only {
+                    let mut tcp = tcp;
+                    tokio::io::AsyncWriteExt::write_all(&mut tcp, TLS_ONLY).await?;
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut tcp).await;
+                    return Err(io::Error::other("a plaintext client, refused (--tls-only)"));
+                }
+                Ok(Stream::Plain(tcp))
+            }
         }
     }
 }
@@ -269,8 +529,8 @@ impl Connector {
     /// Connects to `host:port`, each address tried for at most `wait`.
     pub async fn connect(&self, host: &str, port: u16, wait: Duration) -> Result<Stream> {
         let tcp = crate::net::connect_tcp(host, port, wait).await?;
-        match self.mode {
-            Mode::Plain => Ok(Stream::Plain(tcp)),
+        match &self.mode {
+            Mode::Plain | Mode::Tls { .. } => Ok(Stream::Plain(tcp)),
         }
     }
 }

@@ -838,7 +838,9 @@ impl Connection {
             self.moving = None;
             flow = write(&self.seat)?;
         }
-        self.blocked = flow == Flow::Blocked;
+        // A TLS session may hold records the socket has no room for yet:
+        // that is a full socket too.
+        self.blocked = flow == Flow::Blocked || self.stream.has_unsent();
         Ok(flow)
     }
 
@@ -882,9 +884,9 @@ impl Connection {
     async fn flush_until(&mut self, deadline: Instant) -> io::Result<()> {
         loop {
             match self.write_queued()? {
-                Flow::Idle => return Ok(()),
+                Flow::Idle if !self.blocked => return Ok(()),
                 Flow::Busy => {}
-                Flow::Blocked => {
+                Flow::Idle | Flow::Blocked => {
                     if tokio::time::timeout_at(deadline, self.stream.writable())
                         .await
                         .is_err()
