@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs everything CI runs, on a fresh machine or a used one:
 #   1. installs the programs the tests use as peers, if missing
-#      (netcat-openbsd, ncat, socat, iproute2, man-db and redis-server from
+#      (netcat-openbsd, ncat, socat, iproute2, man-db, redis-server and openssl from
 #      Debian; python3 is expected), and warns if network namespaces cannot
 #      be made;
 #   2. checks formatting and lints (warnings are errors);
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pkg in netcat-openbsd ncat socat iproute2 man-db redis-server; do
+for pkg in netcat-openbsd ncat socat iproute2 man-db redis-server openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use sockit::context::Context;
 use sockit::error::{Error, Result};
+use sockit::identity::Identity;
 use sockit::messages::Messages;
 use sockit::service::Listen;
-use sockit::identity::Identity;
 use sockit::transport::Acceptor;
 use sockit::{chat, echo, file, json, lan, net, ping};
 

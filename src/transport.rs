@@ -443,7 +443,8 @@ enum Mode {
 pub const SNIFF_WAIT: Duration = Duration::from_millis(250);
 
 /// What a `--tls-only` server tells a plaintext client before closing.
-pub const TLS_ONLY: &[u8] = b"* error: this server takes TLS connections only (connect with --tls)\n";
+pub const TLS_ONLY: &[u8] =
+    b"* error: this server takes TLS connections only (connect with --tls)\n";
 
 /// The TLS settings every sockit endpoint uses: ring's primitives (they
 /// build with a C compiler alone, no cmake or assembler, as aws-lc would
