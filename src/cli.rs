@@ -349,6 +349,33 @@ pub struct Target {
     pub wait: Duration,
 }
 
+/// TLS on a TCP client, and how the server is checked.
+#[derive(Debug, Args)]
+pub struct TlsConnect {
+    /// Connect in TLS; the server is checked by --pin, --ca, or else
+    /// trusted on first use and remembered (a changed identity is refused)
+    #[arg(long)]
+    pub tls: bool,
+
+    /// With --tls: the server must have exactly this identity (as its
+    /// `identity` line or `sockit id` prints it)
+    #[arg(long, value_name = "ID", requires = "tls", conflicts_with = "ca", value_parser = identity_id)]
+    pub pin: Option<sockit::identity::Id>,
+
+    /// With --tls: verify the server's certificate and host name against these CA certificates (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub ca: Option<std::path::PathBuf>,
+
+    /// With --tls: where first-use trust is kept [default:
+    /// $XDG_CONFIG_HOME/sockit/known_hosts, or ~/.config/sockit/known_hosts]
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub known_hosts: Option<std::path::PathBuf>,
+}
+
+fn identity_id(s: &str) -> Result<sockit::identity::Id, String> {
+    s.parse().map_err(|e: sockit::identity::IdError| e.to_string())
+}
+
 /// TLS on a TCP server.
 #[derive(Debug, Args)]
 pub struct TlsServe {
@@ -437,6 +464,9 @@ pub struct EchoSend {
     #[command(flatten)]
     pub target: Target,
 
+    #[command(flatten)]
+    pub tls: TlsConnect,
+
     /// Messages to send, one reply each [default: one per line of stdin]
     #[arg(value_name = "MESSAGE")]
     pub messages: Vec<String>,
@@ -468,6 +498,9 @@ pub struct JsonServe {
 pub struct JsonSend {
     #[command(flatten)]
     pub target: Target,
+
+    #[command(flatten)]
+    pub tls: TlsConnect,
 
     /// JSON values to send [default: NDJSON, one value per line of stdin]
     #[arg(value_name = "VALUE", value_parser = json_value)]
@@ -542,6 +575,9 @@ pub struct ChatServe {
 pub struct ChatJoin {
     #[command(flatten)]
     pub target: Target,
+
+    #[command(flatten)]
+    pub tls: TlsConnect,
 
     /// Nick to use (sent as /nick to sockit, as a `[NAME] ` prefix to other servers)
     #[arg(short, long, value_name = "NAME", value_parser = nick)]

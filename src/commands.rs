@@ -17,7 +17,8 @@ use sockit::error::{Error, Result};
 use sockit::identity::Identity;
 use sockit::messages::Messages;
 use sockit::service::Listen;
-use sockit::transport::Acceptor;
+use sockit::transport::{Acceptor, Connector};
+use sockit::trust::Trust;
 use sockit::{chat, echo, file, json, lan, net, ping};
 
 use clap::CommandFactory;
@@ -25,7 +26,7 @@ use clap::CommandFactory;
 use crate::cli::{
     BroadcastCommand, BroadcastListen, BroadcastSend, ChatCommand, ChatJoin, ChatServe, Cli,
     Command, Completions, Discover, EchoCommand, EchoSend, EchoServe, FileCommand, FileReceive,
-    FileSend, IdArgs, JsonCommand, JsonSend, JsonServe, Ping, Respond, TlsServe,
+    FileSend, IdArgs, JsonCommand, JsonSend, JsonServe, Ping, Respond, TlsConnect, TlsServe,
 };
 
 /// File descriptors kept back from the connection cap for listeners,
@@ -123,6 +124,7 @@ async fn echo_serve(args: EchoServe, ctx: Context) -> Result<()> {
 
 async fn echo_send(args: EchoSend, ctx: Context) -> Result<()> {
     let config = echo::client::Config {
+        connector: connector(&args.tls)?,
         host: args.target.host,
         port: args.target.port,
         udp: args.udp,
@@ -145,6 +147,7 @@ async fn json_serve(args: JsonServe, ctx: Context) -> Result<()> {
 
 async fn json_send(args: JsonSend, ctx: Context) -> Result<()> {
     let config = json::client::Config {
+        connector: connector(&args.tls)?,
         host: args.target.host,
         port: args.target.port,
         wait: args.target.wait,
@@ -180,6 +183,22 @@ async fn chat_serve(args: ChatServe, ctx: Context) -> Result<()> {
     let mut listen = listen(listener);
     listen.acceptor = acceptor.0;
     chat::server::run(listen, config, redis, ctx).await
+}
+
+/// A client's connector as `--tls`, `--pin`, `--ca` and `--known-hosts` say.
+fn connector(args: &TlsConnect) -> Result<Connector> {
+    if !args.tls {
+        return Ok(Connector::plain());
+    }
+    let trust = match (args.pin, &args.ca) {
+        (Some(pin), _) => Trust::Pin(pin),
+        (None, Some(ca)) => Trust::Ca(ca.clone()),
+        (None, None) => Trust::KnownHosts(match &args.known_hosts {
+            Some(file) => file.clone(),
+            None => sockit::trust::default_known_hosts()?,
+        }),
+    };
+    Connector::tls(trust)
 }
 
 /// A server's acceptor as `--tls` and friends say, and the identity it
@@ -220,6 +239,7 @@ fn announce_identity(acceptor: &(Acceptor, Option<sockit::identity::Id>)) -> Res
 
 async fn chat_join(args: ChatJoin, ctx: Context) -> Result<()> {
     let config = chat::client::Config {
+        connector: connector(&args.tls)?,
         host: args.target.host,
         port: args.target.port,
         name: args.name,

@@ -78,5 +78,6 @@ pub mod shutdown;
 pub mod sys;
 pub(crate) mod text;
 pub mod transport;
+pub mod trust;
 
 pub use error::{Error, Result};

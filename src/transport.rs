@@ -31,6 +31,7 @@ use std::time::Duration;
 use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use rustls_pki_types::ServerName;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::error::Result;
@@ -518,7 +519,7 @@ impl Acceptor {
 /// within the wait, and sets up the transport.
 #[derive(Debug, Clone, Default)]
 pub struct Connector {
-    mode: Mode,
+    tls: Option<(Arc<rustls::ClientConfig>, crate::trust::Trust)>,
 }
 
 impl Connector {
@@ -527,12 +528,54 @@ impl Connector {
         Connector::default()
     }
 
-    /// Connects to `host:port`, each address tried for at most `wait`.
+    /// Connects in TLS, checking the server as `trust` says (see
+    /// `crate::trust`).
+    pub fn tls(trust: crate::trust::Trust) -> Result<Self> {
+        let config = crate::trust::client_config(&trust)?;
+        Ok(Connector {
+            tls: Some((config, trust)),
+        })
+    }
+
+    /// Connects to `host:port`, each address tried for at most `wait`
+    /// (and the TLS handshake within `wait` too).
     pub async fn connect(&self, host: &str, port: u16, wait: Duration) -> Result<Stream> {
         let tcp = crate::net::connect_tcp(host, port, wait).await?;
-        match &self.mode {
-            Mode::Plain | Mode::Tls { .. } => Ok(Stream::Plain(tcp)),
-        }
+        let Some((config, trust)) = &self.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let peer = crate::net::display_target(host, port);
+        let failed = |why: String| crate::error::Error::Input {
+            what: format!("TLS with {peer} failed"),
+            why,
+        };
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|_| failed(format!("'{host}' is no host name")))?;
+        let handshake = tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp);
+        let session = match tokio::time::timeout(wait, handshake).await {
+            Ok(Ok(session)) => session,
+            Ok(Err(e)) => return Err(failed(tls_cause(&e))),
+            Err(_) => return Err(failed(format!("no handshake within {wait:?}"))),
+        };
+        let cert = session
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first());
+        crate::trust::check(trust, &peer, cert)?;
+        Ok(Stream::Tls(Box::new(Tls::new(session.into()))))
+    }
+}
+
+/// A failed handshake as the short phrase after a `(`.
+fn tls_cause(e: &io::Error) -> String {
+    let text = e.to_string();
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        "the server closed the connection: does it take TLS?".into()
+    } else if text.contains("InvalidContentType") || text.contains("corrupt message") {
+        "the server does not speak TLS".into()
+    } else {
+        text
     }
 }
 

@@ -33,6 +33,8 @@ use crate::transport::Connector;
 /// What `chat join` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Plain TCP or TLS (`--tls`, with how the server is checked).
+    pub connector: Connector,
     pub host: String,
     pub port: u16,
     /// The nick to use (`-n`).
@@ -73,7 +75,8 @@ pub async fn join(messages: Messages, config: Config, ctx: Context) -> Result<()
     let config = &config;
     let out = &mut { ctx.out };
     let peer = net::display_target(&config.host, config.port);
-    let stream = Connector::plain()
+    let stream = config
+            .connector
         .connect(&config.host, config.port, config.connect_timeout)
         .await?;
     let (mut reader, mut writer) = tokio::io::split(stream);

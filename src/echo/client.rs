@@ -31,6 +31,8 @@ const MAX_REPLY: usize = 1024 * 1024;
 /// What `echo send` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Plain TCP or TLS (`--tls`, with how the server is checked).
+    pub connector: Connector,
     pub host: String,
     pub port: u16,
     /// Datagrams instead of a TCP connection (`-u`).
@@ -63,7 +65,8 @@ pub async fn send(mut messages: Messages, config: Config, ctx: Context) -> Resul
             print_reply(out, config.json, &message, &buf[..n], sent.elapsed())?;
         }
     } else {
-        let stream = Connector::plain()
+        let stream = config
+            .connector
             .connect(&config.host, config.port, config.wait)
             .await?;
         let mut conn = LineConn::new(stream);

@@ -27,6 +27,8 @@ const MAX_REPLY: usize = 64 << 20;
 /// What `json send` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Plain TCP or TLS (`--tls`, with how the server is checked).
+    pub connector: Connector,
     pub host: String,
     pub port: u16,
     /// How long to wait for each reply (`-w`), and for the connect.
@@ -38,7 +40,8 @@ pub async fn send(mut messages: Messages, config: Config, ctx: Context) -> Resul
     let config = &config;
     let out = &mut { ctx.out };
     let peer = net::display_target(&config.host, config.port);
-    let stream = Connector::plain()
+    let stream = config
+            .connector
         .connect(&config.host, config.port, config.wait)
         .await?;
     let mut framed = Framed::new(stream, JsonCodec::eager(MAX_REPLY));
