@@ -373,7 +373,8 @@ pub struct TlsConnect {
 }
 
 fn identity_id(s: &str) -> Result<sockit::identity::Id, String> {
-    s.parse().map_err(|e: sockit::identity::IdError| e.to_string())
+    s.parse()
+        .map_err(|e: sockit::identity::IdError| e.to_string())
 }
 
 /// TLS on a TCP server.

@@ -29,9 +29,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BufMut;
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use rustls_pki_types::ServerName;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::error::Result;

@@ -311,3 +311,272 @@ fn a_stalled_handshake_blocks_nobody_and_is_dropped() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `sockit ARGS...` with stdin `input`.
+fn sockit_in(args: &[&str], input: &str) -> std::process::Output {
+    sockit_stdin(args, input.as_bytes())
+}
+
+#[test]
+fn a_client_trusts_on_first_use_and_refuses_a_changed_identity() {
+    let dir = scratch("tofu");
+    let (server, id) = tls_chat(&dir, &[]);
+    let port = server.port_arg();
+    let peer = format!("127.0.0.1:{port}");
+    let known = dir.join("known_hosts");
+    let known_arg = known.to_str().expect("utf-8");
+    let join = [
+        "chat",
+        "join",
+        "127.0.0.1",
+        &port,
+        "--tls",
+        "--known-hosts",
+        known_arg,
+    ];
+    // First use: trusted, said, remembered.
+    let out = sockit_in(&join, "hi\n");
+    assert_ok(&out);
+    assert!(
+        stdout(&out).starts_with("* welcome to sockit chat"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        stderr(&out).trim_end(),
+        format!("sockit: trusting new identity {id} for {peer} (remembered in {known_arg})")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&known).expect("known hosts"),
+        format!("{peer} {id}\n")
+    );
+    // Known: nothing said.
+    let out = sockit_in(&join, "hi\n");
+    assert_ok(&out);
+    assert_eq!(stderr(&out), "");
+    // The same host:port with another identity on record: refused, with
+    // both identities and the line to delete; nothing was sent.
+    let other = dir.join("other.pem");
+    let out = sockit(&["id", "--identity", other.to_str().expect("utf-8")]);
+    let other_id = stdout(&out).trim().to_string();
+    std::fs::write(&known, format!("# sockit\n{peer} {other_id}\n")).expect("write");
+    let out = sockit_in(&join, "hi\n");
+    let err = assert_error(&out, 1, "sockit: error: ");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "sockit: error: the identity of {peer} has changed: it was {other_id}, it is now {id} \
+             (someone may be in between; if the server's key was replaced on purpose, \
+             delete line 2 of {known_arg})"
+        )
+    );
+    assert!(!stdout(&out).contains("welcome"), "{}", stdout(&out));
+    // A pin decides alone: the right one connects, another is refused.
+    let pinned = ["chat", "join", "127.0.0.1", &port, "--tls", "--pin", &id];
+    assert_ok(&sockit_in(&pinned, "hi\n"));
+    let wrong = [
+        "chat",
+        "join",
+        "127.0.0.1",
+        &port,
+        "--tls",
+        "--pin",
+        &other_id,
+    ];
+    let err = assert_error(&sockit_in(&wrong, "hi\n"), 1, "sockit: error: ");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "sockit: error: server {peer} is not the one pinned (it has identity {id}; --pin says {other_id})"
+        )
+    );
+    // A mistyped pin is a usage error.
+    let mut typo = id.clone().into_bytes();
+    let at = typo.len() - 3;
+    typo[at] = if typo[at] == b'A' { b'B' } else { b'A' };
+    let typo = String::from_utf8(typo).expect("ascii");
+    let out = sockit(&["chat", "join", "127.0.0.1", &port, "--tls", "--pin", &typo]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("its check characters do not match: mistyped?"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits until something listens on 127.0.0.1:`port` (bounded).
+fn wait_listening(port: u16) {
+    let deadline = std::time::Instant::now() + LIMIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A background peer, killed when dropped.
+struct Peer(std::process::Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sockit_clients_talk_to_openssl_s_server_and_ncat_ssl() {
+    require("openssl");
+    require("ncat");
+    let dir = scratch("peers");
+    let path = |name: &str| dir.join(name).to_str().expect("utf-8").to_string();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // A CA and a certificate it signed for 127.0.0.1.
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=test CA"];
+    ca.extend(ec);
+    let (ca_key, ca_cert) = (path("ca.key"), path("ca.pem"));
+    ca.extend(["-keyout", &ca_key, "-out", &ca_cert]);
+    run(&ca);
+    let (key, csr, cert) = (path("leaf.key"), path("leaf.csr"), path("leaf.pem"));
+    let mut req = vec![
+        "req",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ];
+    req.extend(ec);
+    run(&req);
+    let ext = path("ext.cnf");
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").expect("write");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca_cert,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+
+    // openssl s_server -rev: answers each line reversed.
+    let port = closed_port();
+    let _s_server = Peer(
+        Command::new("openssl")
+            .args([
+                "s_server", "-quiet", "-rev", "-cert", &cert, "-key", &key, "-accept",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server runs"),
+    );
+    wait_listening(port);
+    let port_arg = port.to_string();
+    let out = sockit(&[
+        "echo",
+        "send",
+        "127.0.0.1",
+        &port_arg,
+        "--tls",
+        "--ca",
+        &ca_cert,
+        "stressed",
+    ]);
+    assert_ok(&out);
+    assert_eq!(stdout(&out), "desserts\n");
+    // Another CA does not vouch for it.
+    let out = sockit(&[
+        "echo",
+        "send",
+        "127.0.0.1",
+        &port_arg,
+        "--tls",
+        "--ca",
+        &cert,
+        "x",
+    ]);
+    let err = assert_error(
+        &out,
+        1,
+        &format!("sockit: error: TLS with 127.0.0.1:{port} failed ("),
+    );
+    assert!(err.contains("certificate"), "{err}");
+
+    // ncat --ssl -l with sockit's own identity, echoing through cat: a
+    // pin on that identity.
+    let identity = path("identity.pem");
+    let out = sockit(&["id", "--identity", &identity]);
+    let id = stdout(&out).trim().to_string();
+    let port = closed_port();
+    let port_arg = port.to_string();
+    let _ncat = Peer(
+        Command::new("ncat")
+            .args(["--ssl", "--ssl-cert", &identity, "--ssl-key", &identity])
+            .args(["-l", "127.0.0.1", &port_arg, "-k", "-e", "/bin/cat"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ncat runs"),
+    );
+    wait_listening(port);
+    let out = sockit(&[
+        "echo",
+        "send",
+        "127.0.0.1",
+        &port_arg,
+        "--tls",
+        "--pin",
+        &id,
+        "hello",
+        "tls",
+    ]);
+    assert_ok(&out);
+    assert_eq!(stdout(&out), "hello\ntls\n");
+    let out = sockit(&[
+        "json",
+        "send",
+        "127.0.0.1",
+        &port_arg,
+        "--tls",
+        "--pin",
+        &id,
+        r#"{"a":1}"#,
+    ]);
+    assert_ok(&out);
+    assert_eq!(stdout(&out), "{\"a\":1}\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}

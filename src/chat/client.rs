@@ -76,7 +76,7 @@ pub async fn join(messages: Messages, config: Config, ctx: Context) -> Result<()
     let out = &mut { ctx.out };
     let peer = net::display_target(&config.host, config.port);
     let stream = config
-            .connector
+        .connector
         .connect(&config.host, config.port, config.connect_timeout)
         .await?;
     let (mut reader, mut writer) = tokio::io::split(stream);

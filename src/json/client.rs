@@ -41,7 +41,7 @@ pub async fn send(mut messages: Messages, config: Config, ctx: Context) -> Resul
     let out = &mut { ctx.out };
     let peer = net::display_target(&config.host, config.port);
     let stream = config
-            .connector
+        .connector
         .connect(&config.host, config.port, config.wait)
         .await?;
     let mut framed = Framed::new(stream, JsonCodec::eager(MAX_REPLY));
