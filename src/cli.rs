@@ -416,12 +416,16 @@ pub struct EchoServe {
     #[command(flatten)]
     pub bind: Bind,
 
+    /// TLS on the TCP side (UDP stays plain)
+    #[command(flatten)]
+    pub tls: TlsServe,
+
     /// Port to listen on, for UDP and TCP (0 = any free port)
     #[arg(short, long, default_value_t = 12000)]
     pub port: u16,
 
     /// Serve UDP only
-    #[arg(long, conflicts_with = "tcp")]
+    #[arg(long, conflicts_with_all = ["tcp", "tls"])]
     pub udp: bool,
 
     /// Serve TCP only
@@ -485,6 +489,9 @@ pub struct EchoSend {
 pub struct JsonServe {
     #[command(flatten)]
     pub bind: Bind,
+
+    #[command(flatten)]
+    pub tls: TlsServe,
 
     /// Port to listen on (0 = any free port)
     #[arg(short, long, default_value_t = 9000)]

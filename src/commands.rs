@@ -114,9 +114,11 @@ async fn echo_serve(args: EchoServe, ctx: Context) -> Result<()> {
         seed,
         delay: Duration::from_millis(args.delay),
     };
+    let acceptor = acceptor(&args.tls)?;
     announce(sockets.local)?;
+    announce_identity(&acceptor)?;
     let serving = echo::server::Serving {
-        tcp: sockets.tcp.map(listen),
+        tcp: sockets.tcp.map(|tcp| listen_with(tcp, acceptor.0)),
         udp: sockets.udp,
     };
     echo::server::run(serving, config, ctx).await
@@ -138,11 +140,13 @@ async fn echo_send(args: EchoSend, ctx: Context) -> Result<()> {
 
 async fn json_serve(args: JsonServe, ctx: Context) -> Result<()> {
     let listener = net::bind_tcp(SocketAddr::new(args.bind.bind, args.port))?;
+    let acceptor = acceptor(&args.tls)?;
     announce(net::local_addr(&listener)?)?;
+    announce_identity(&acceptor)?;
     let config = json::server::Config {
         max_size: args.max_size,
     };
-    json::server::run(listen(listener), config, ctx).await
+    json::server::run(listen_with(listener, acceptor.0), config, ctx).await
 }
 
 async fn json_send(args: JsonSend, ctx: Context) -> Result<()> {
@@ -180,9 +184,7 @@ async fn chat_serve(args: ChatServe, ctx: Context) -> Result<()> {
         history: args.history,
         replay: args.replay.min(args.history),
     };
-    let mut listen = listen(listener);
-    listen.acceptor = acceptor.0;
-    chat::server::run(listen, config, redis, ctx).await
+    chat::server::run(listen_with(listener, acceptor.0), config, redis, ctx).await
 }
 
 /// A client's connector as `--tls`, `--pin`, `--ca` and `--known-hosts` say.
@@ -344,10 +346,15 @@ async fn file_send(args: FileSend, ctx: Context) -> Result<()> {
 /// as the open-file limit (raised to its hard maximum) allows, less a
 /// reserve.
 fn listen(listener: tokio::net::TcpListener) -> Listen {
+    listen_with(listener, Acceptor::plain())
+}
+
+/// The same, with connections taken on by `acceptor` (`--tls`).
+fn listen_with(listener: tokio::net::TcpListener, acceptor: Acceptor) -> Listen {
     let limit = net::raise_fd_limit();
     Listen {
         listener,
-        acceptor: Acceptor::plain(),
+        acceptor,
         max_connections: limit.saturating_sub(FD_RESERVE).max(16) as usize,
     }
 }

@@ -580,3 +580,70 @@ fn sockit_clients_talk_to_openssl_s_server_and_ncat_ssl() {
     assert_eq!(stdout(&out), "{\"a\":1}\n");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A `--tls` server of `kind` (echo --tcp or json) with its identity in
+/// `dir`, and its ID.
+fn tls_server(dir: &std::path::Path, kind: &[&str]) -> (Server, String) {
+    let file = dir.join("identity.pem");
+    let mut args = kind.to_vec();
+    args.extend(["-b", "127.0.0.1", "-p", "0", "--tls", "--identity"]);
+    args.push(file.to_str().expect("utf-8 path"));
+    let server = Server::sockit(&args);
+    let line = server.next_line();
+    let id = line
+        .strip_prefix("identity ")
+        .unwrap_or_else(|| panic!("second line was {line:?}"))
+        .to_string();
+    (server, id)
+}
+
+#[test]
+fn echo_and_json_servers_take_tls_and_plaintext_on_one_port() {
+    use std::io::{Read, Write};
+    let dir = scratch("echo");
+    let (echo, id) = tls_server(&dir, &["echo", "serve", "--tcp"]);
+    let port = echo.port_arg();
+    let out = sockit(&[
+        "echo",
+        "send",
+        "127.0.0.1",
+        &port,
+        "--tls",
+        "--pin",
+        &id,
+        "hello",
+    ]);
+    assert_ok(&out);
+    assert_eq!(stdout(&out), "hello\n");
+    let mut tls = OpenSsl::connect(&echo);
+    tls.send("from openssl\n");
+    tls.expect("the echo", |l| l == "from openssl");
+    let mut plain = std::net::TcpStream::connect(echo.addr).expect("connect");
+    plain.set_read_timeout(Some(LIMIT)).expect("timeout");
+    plain.write_all(b"plain\n").expect("write");
+    let mut got = [0u8; 6];
+    plain.read_exact(&mut got).expect("the plain echo");
+    assert_eq!(&got, b"plain\n");
+
+    let (json, id) = tls_server(&dir, &["json", "serve"]);
+    let port = json.port_arg();
+    let out = sockit(&[
+        "json",
+        "send",
+        "127.0.0.1",
+        &port,
+        "--tls",
+        "--pin",
+        &id,
+        "[1, 2]",
+    ]);
+    assert_ok(&out);
+    assert_eq!(stdout(&out), "[1,2]\n");
+    let mut tls = OpenSsl::connect(&json);
+    tls.send("{\"x\": [1, 2]}\n");
+    tls.expect("the compact value", |l| l == "{\"x\":[1,2]}");
+    // --tls is for the TCP side: a UDP-only echo server has none.
+    let out = sockit(&["echo", "serve", "--udp", "--tls", "-p", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
