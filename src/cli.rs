@@ -409,6 +409,25 @@ pub struct Bind {
     /// Address to listen on (`::` serves IPv6 and IPv4)
     #[arg(short, long, value_name = "ADDR", default_value = "0.0.0.0")]
     pub bind: IpAddr,
+
+    /// Serve only peers in this block (repeatable, IPv4 or IPv6: 10.0.0.0/8,
+    /// fd00::/8, 127.0.0.1); with any --allow, everyone else is refused
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<sockit::access::Cidr>,
+
+    /// Refuse peers in this block (repeatable; wins over --allow)
+    #[arg(long, value_name = "CIDR")]
+    pub deny: Vec<sockit::access::Cidr>,
+}
+
+impl Bind {
+    /// The rules `--allow` and `--deny` make.
+    pub fn access(&self) -> std::sync::Arc<sockit::access::Access> {
+        std::sync::Arc::new(sockit::access::Access::new(
+            self.allow.clone(),
+            self.deny.clone(),
+        ))
+    }
 }
 
 #[derive(Debug, Args)]

@@ -108,17 +108,21 @@ async fn echo_serve(args: EchoServe, ctx: Context) -> Result<()> {
             args.drop * 100.0
         );
     }
+    let access = args.bind.access();
     let config = echo::server::Config {
         reply: args.reply(),
         drop: args.drop,
         seed,
         delay: Duration::from_millis(args.delay),
+        access: access.clone(),
     };
     let acceptor = acceptor(&args.tls)?;
     announce(sockets.local)?;
     announce_identity(&acceptor)?;
     let serving = echo::server::Serving {
-        tcp: sockets.tcp.map(|tcp| listen_with(tcp, acceptor.0)),
+        tcp: sockets
+            .tcp
+            .map(|tcp| listen_with(tcp, acceptor.0, access.clone())),
         udp: sockets.udp,
     };
     echo::server::run(serving, config, ctx).await
@@ -146,7 +150,12 @@ async fn json_serve(args: JsonServe, ctx: Context) -> Result<()> {
     let config = json::server::Config {
         max_size: args.max_size,
     };
-    json::server::run(listen_with(listener, acceptor.0), config, ctx).await
+    json::server::run(
+        listen_with(listener, acceptor.0, args.bind.access()),
+        config,
+        ctx,
+    )
+    .await
 }
 
 async fn json_send(args: JsonSend, ctx: Context) -> Result<()> {
@@ -184,7 +193,8 @@ async fn chat_serve(args: ChatServe, ctx: Context) -> Result<()> {
         history: args.history,
         replay: args.replay.min(args.history),
     };
-    chat::server::run(listen_with(listener, acceptor.0), config, redis, ctx).await
+    let listen = listen_with(listener, acceptor.0, args.bind.access());
+    chat::server::run(listen, config, redis, ctx).await
 }
 
 /// A client's connector as `--tls`, `--pin`, `--ca` and `--known-hosts` say.
@@ -269,6 +279,7 @@ async fn broadcast_listen(args: BroadcastListen, ctx: Context) -> Result<()> {
     let config = lan::broadcast::ListenConfig {
         count: args.count,
         json: args.json,
+        access: args.bind.access(),
     };
     lan::broadcast::listen(socket, config, ctx).await
 }
@@ -291,6 +302,7 @@ async fn respond(args: Respond, ctx: Context) -> Result<()> {
         name: args.name.unwrap_or_else(|| host.clone()),
         host,
         limits: lan::Limits::default(),
+        access: args.bind.access(),
     };
     announce(sockets.local)?;
     lan::respond::run(sockets, config, ctx).await;
@@ -327,7 +339,8 @@ async fn file_receive(args: FileReceive, ctx: Context) -> Result<()> {
         keep_partial: args.keep_partial,
         max_partial: args.max_partial,
     };
-    file::receive::run(listen(listener), config, ctx).await
+    let listen = listen_with(listener, Acceptor::plain(), args.bind.access());
+    file::receive::run(listen, config, ctx).await
 }
 
 async fn file_send(args: FileSend, ctx: Context) -> Result<()> {
@@ -342,19 +355,19 @@ async fn file_send(args: FileSend, ctx: Context) -> Result<()> {
     until_interrupted(file::send::send(config, ctx), &shutdown).await
 }
 
-/// How every TCP server takes connections on: plain, and as many at once
-/// as the open-file limit (raised to its hard maximum) allows, less a
-/// reserve.
-fn listen(listener: tokio::net::TcpListener) -> Listen {
-    listen_with(listener, Acceptor::plain())
-}
-
-/// The same, with connections taken on by `acceptor` (`--tls`).
-fn listen_with(listener: tokio::net::TcpListener, acceptor: Acceptor) -> Listen {
+/// How every TCP server takes connections on: through `acceptor` (plain
+/// or `--tls`), from whom `access` allows, and as many at once as the
+/// open-file limit (raised to its hard maximum) allows, less a reserve.
+fn listen_with(
+    listener: tokio::net::TcpListener,
+    acceptor: Acceptor,
+    access: std::sync::Arc<sockit::access::Access>,
+) -> Listen {
     let limit = net::raise_fd_limit();
     Listen {
         listener,
         acceptor,
+        access,
         max_connections: limit.saturating_sub(FD_RESERVE).max(16) as usize,
     }
 }

@@ -58,6 +58,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod chat;
 pub mod context;
 pub mod echo;

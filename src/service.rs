@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::Access;
 use crate::transport::{Acceptor, HANDSHAKE_TIMEOUT, Stream};
 
 /// How long shutdown waits for connections to wind down (well inside the
@@ -44,6 +45,8 @@ pub struct Listen {
     pub acceptor: Acceptor,
     /// Most connections served at once; more wait in the backlog.
     pub max_connections: usize,
+    /// Who may connect (`--allow`, `--deny`).
+    pub access: Arc<Access>,
 }
 
 /// Serves connections from `listen` with `handle` until `shutdown` is
@@ -63,6 +66,7 @@ pub async fn serve_tcp<F, Fut>(
         listener,
         acceptor,
         max_connections,
+        access,
     } = listen;
     let handle = Arc::new(handle);
     let limit = Arc::new(Semaphore::new(max_connections));
@@ -82,6 +86,14 @@ pub async fn serve_tcp<F, Fut>(
             _ = shutdown.cancelled() => break,
             accepted = accept(&listener) => accepted,
         };
+        if !access.is_open() && !access.permits(peer.ip()) {
+            access.refuse(peer, "a connection");
+            drop(permit);
+            // Told why in its own task: a peer that does not read blocks
+            // nobody.
+            tracker.spawn(refuse(tcp, peer));
+            continue;
+        }
         tracing::debug!("connection from {peer}");
         let shutdown = shutdown.clone();
         let acceptor = acceptor.clone();
@@ -119,6 +131,28 @@ pub async fn serve_tcp<F, Fut>(
     }
     tracker.close();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await;
+}
+
+/// What a refused peer is told before the connection closes.
+fn refusal(peer: SocketAddr) -> String {
+    format!("* error: not allowed from {}\n", peer.ip().to_canonical())
+}
+
+/// Tells a refused peer so, closes our side and waits (briefly) for it
+/// to close its side: closing with its input unread would reset the
+/// connection and could destroy the line before it is read.
+async fn refuse(mut tcp: TcpStream, peer: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let line = refusal(peer);
+    let _ = tokio::time::timeout_at(deadline, tcp.write_all(line.as_bytes())).await;
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 1024];
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, tcp.read(&mut sink)).await {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
 /// Accepts the next connection, backing off instead of failing when the

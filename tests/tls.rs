@@ -647,3 +647,124 @@ fn echo_and_json_servers_take_tls_and_plaintext_on_one_port() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A TCP connection to `to` from the local address `from`.
+fn connect_from(from: &str, to: std::net::SocketAddr) -> std::net::TcpStream {
+    let from: std::net::SocketAddr = format!("{from}:0")
+        .replace("::1:0", "[::1]:0")
+        .parse()
+        .expect("a source address");
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(to),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
+    socket.bind(&from.into()).expect("bind the source address");
+    socket.connect(&to.into()).expect("connect");
+    socket.into()
+}
+
+fn ipv6_loopback() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+#[test]
+fn allow_and_deny_decide_who_is_served_over_ipv4_and_ipv6() {
+    use std::io::Read;
+    if !ipv6_loopback() {
+        eprintln!("SKIPPED: no IPv6 loopback on this machine (::1 cannot be bound)");
+        return;
+    }
+    let welcome = |stream: &mut std::net::TcpStream| {
+        stream.set_read_timeout(Some(LIMIT)).expect("timeout");
+        let mut line = String::new();
+        let mut byte = [0u8; 1];
+        while stream.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+            line.push(byte[0] as char);
+        }
+        line
+    };
+    // Dual-stack, IPv4 loopback allowed but one address of it denied.
+    let server = Server::sockit(&[
+        "chat",
+        "serve",
+        "-b",
+        "::",
+        "-p",
+        "0",
+        "--allow",
+        "127.0.0.0/8",
+        "--deny",
+        "127.0.0.2",
+    ]);
+    let v4: std::net::SocketAddr = format!("127.0.0.1:{}", server.port())
+        .parse()
+        .expect("addr");
+    let v6: std::net::SocketAddr = format!("[::1]:{}", server.port()).parse().expect("addr");
+    let mut ok = connect_from("127.0.0.1", v4);
+    assert!(welcome(&mut ok).starts_with("* welcome to sockit chat"));
+    let mut denied = connect_from("127.0.0.2", v4);
+    assert_eq!(
+        read_all(&mut denied),
+        "* error: not allowed from 127.0.0.2\n"
+    );
+    let mut not_allowed = connect_from("::1", v6);
+    assert_eq!(
+        read_all(&mut not_allowed),
+        "* error: not allowed from ::1\n"
+    );
+    let mut also_ok = connect_from("127.0.0.3", v4);
+    assert!(welcome(&mut also_ok).starts_with("* welcome to sockit chat"));
+    // Only IPv6 loopback allowed.
+    let server = Server::sockit(&["json", "serve", "-b", "::", "-p", "0", "--allow", "::1/128"]);
+    let v4: std::net::SocketAddr = format!("127.0.0.1:{}", server.port())
+        .parse()
+        .expect("addr");
+    let mut refused = connect_from("127.0.0.1", v4);
+    assert_eq!(
+        read_all(&mut refused),
+        "* error: not allowed from 127.0.0.1\n"
+    );
+    let out = sockit(&["json", "send", "::1", &server.port_arg(), "1"]);
+    assert_ok(&out);
+    // UDP: a refused datagram gets no answer and is counted.
+    let echo = Server::sockit(&[
+        "-v",
+        "echo",
+        "serve",
+        "--udp",
+        "-b",
+        "::",
+        "-p",
+        "0",
+        "--deny",
+        "127.0.0.2",
+    ]);
+    let port = echo.port();
+    let send_from = |from: &str| {
+        let socket = std::net::UdpSocket::bind(format!("{from}:0")).expect("bind");
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .expect("timeout");
+        socket.send_to(b"ping", ("127.0.0.1", port)).expect("send");
+        let mut buf = [0u8; 16];
+        socket.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
+    };
+    // (The refused one is asked first: its silence is bounded by the
+    // read timeout, and the answered one after shows the server went on.)
+    assert_eq!(send_from("127.0.0.2"), None);
+    assert_eq!(send_from("127.0.0.1"), Some(b"ping".to_vec()));
+    let (status, _, err) = echo.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(err.contains("refused a datagram from 127.0.0.2:"), "{err}");
+    assert!(err.contains("1 refused (--allow/--deny)"), "{err}");
+    // A bad block is a usage error.
+    let out = sockit(&["chat", "serve", "--allow", "10.0.0.0/40"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("the prefix length must be 0-32"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -29,6 +29,8 @@ pub struct Config {
     pub seed: u64,
     /// Time every reply waits before it is sent (`--delay`).
     pub delay: Duration,
+    /// Who is answered (`--allow`, `--deny`); UDP checks it per datagram.
+    pub access: std::sync::Arc<crate::access::Access>,
 }
 
 /// Which sides of the echo server to open.

@@ -109,6 +109,8 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 pub struct UdpStats {
     pub received: u64,
     pub dropped: u64,
+    /// Datagrams from peers `--allow`/`--deny` refuse (not answered).
+    pub refused: u64,
     pub answered: u64,
     /// Replies lost because the delay queue was full or sending failed.
     pub failed: u64,
@@ -173,9 +175,10 @@ pub async fn run_udp(
         stats.answered = stats.answered.saturating_sub(failed);
     }
     tracing::info!(
-        "udp: {} datagrams received, {} dropped (--drop), {} answered, {} failed, {} cut short",
+        "udp: {} datagrams received, {} dropped (--drop), {} refused (--allow/--deny), {} answered, {} failed, {} cut short",
         stats.received,
         stats.dropped,
+        stats.refused,
         stats.answered,
         stats.failed,
         stats.truncated
@@ -232,6 +235,17 @@ fn udp_loop(
         batch.origin.clear();
         for slot in 0..received {
             stats.truncated += u64::from(batch.meta[slot].truncated);
+            if !config.access.is_open() {
+                let from = batch.peer(slot);
+                if from.is_none_or(|peer| !config.access.permits(peer.ip())) {
+                    let n = batch.datagrams(slot).count() as u64;
+                    stats.refused += n;
+                    if let Some(peer) = from {
+                        config.access.refuse(peer, "a datagram");
+                    }
+                    continue;
+                }
+            }
             // One buffer holds one datagram, or with GRO several, each
             // handled exactly as if it had come alone.
             for range in batch.datagrams(slot) {
@@ -510,6 +524,7 @@ mod tests {
             drop,
             seed: 7,
             delay,
+            access: Default::default(),
         }
     }
 
@@ -604,6 +619,7 @@ mod tests {
             UdpStats {
                 received: total,
                 dropped: 0,
+                refused: 0,
                 answered: total,
                 failed: 0,
                 truncated: 0
@@ -666,6 +682,7 @@ mod tests {
             UdpStats {
                 received: 200,
                 dropped,
+                refused: 0,
                 answered: 200 - dropped,
                 failed: 0,
                 truncated: 0
@@ -860,6 +877,7 @@ mod tests {
             UdpStats {
                 received: total,
                 dropped,
+                refused: 0,
                 answered: total - dropped,
                 failed: 0,
                 truncated: 0

@@ -109,11 +109,13 @@ async fn send_round(
 }
 
 /// What `broadcast listen` prints.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ListenConfig {
     /// Stop after this many datagrams; 0 = until stopped.
     pub count: u64,
     pub json: bool,
+    /// Whose datagrams are shown (`--allow`, `--deny`).
+    pub access: std::sync::Arc<crate::access::Access>,
 }
 
 #[derive(Serialize)]
@@ -131,7 +133,9 @@ pub async fn listen(socket: UdpSocket, config: ListenConfig, ctx: Context) -> Re
     let mut buf = vec![0u8; 65_536];
     let mut heard = 0u64;
     while config.count == 0 || heard < config.count {
-        let Some((n, from)) = super::next_datagram(&socket, &mut buf, shutdown).await else {
+        let Some((n, from)) =
+            super::next_datagram(&socket, &mut buf, &config.access, shutdown).await
+        else {
             return Ok(());
         };
         heard += 1;

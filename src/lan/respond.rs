@@ -29,6 +29,8 @@ pub struct Config {
     pub name: String,
     pub host: String,
     pub limits: Limits,
+    /// Whom it answers (`--allow`, `--deny`).
+    pub access: std::sync::Arc<crate::access::Access>,
 }
 
 /// Joins `GROUP_V6` on every IPv6 multicast interface; returns how many.
@@ -201,7 +203,9 @@ async fn serve(socket: Arc<UdpSocket>, responder: Arc<Responder>, shutdown: Canc
     // makes its allowance smaller.
     let mut buf = vec![0u8; 2048];
     loop {
-        let Some((n, from)) = super::next_datagram(&socket, &mut buf, &shutdown).await else {
+        let Some((n, from)) =
+            super::next_datagram(&socket, &mut buf, &responder.config.access, &shutdown).await
+        else {
             return;
         };
         let received = Instant::now();
