@@ -60,6 +60,23 @@ struct TlsInner {
     taken: usize,
     /// The peer closed the session.
     eof: bool,
+    /// The waker of the task that last asked for readiness: the `try_*`
+    /// calls poll the session with it, so a wake-up they cause (tokio's
+    /// cooperative yield, a socket's readiness) reaches that task instead
+    /// of being lost.
+    waker: Option<Waker>,
+}
+
+impl TlsInner {
+    fn remember(&mut self, cx: &Context<'_>) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waker = Some(cx.waker().clone());
+        }
+    }
+
+    fn waker(&self) -> Waker {
+        self.waker.clone().unwrap_or_else(|| Waker::noop().clone())
+    }
 }
 
 impl std::fmt::Debug for Tls {
@@ -79,6 +96,7 @@ impl Tls {
                 ahead: Vec::new(),
                 taken: 0,
                 eof: false,
+                waker: None,
             }),
         }
     }
@@ -91,6 +109,7 @@ impl Tls {
 
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut t = self.lock();
+        t.remember(cx);
         if t.taken < t.ahead.len() || t.eof {
             return Poll::Ready(Ok(()));
         }
@@ -136,7 +155,8 @@ impl Tls {
         if t.eof {
             return Ok(0);
         }
-        let mut cx = Context::from_waker(Waker::noop());
+        let waker = t.waker();
+        let mut cx = Context::from_waker(&waker);
         let mut buf = ReadBuf::new(out);
         match Pin::new(&mut t.io).poll_read(&mut cx, &mut buf) {
             Poll::Ready(Ok(())) => Ok(buf.filled().len()),
@@ -147,7 +167,9 @@ impl Tls {
 
     /// Ready once what the session holds for the socket is out.
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.lock().io).poll_flush(cx)
+        let mut t = self.lock();
+        t.remember(cx);
+        Pin::new(&mut t.io).poll_flush(cx)
     }
 
     /// Writes without waiting: taken only once the session's earlier
@@ -155,7 +177,8 @@ impl Tls {
     /// full socket for long: see [`Stream::has_unsent`]).
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let mut t = self.lock();
-        let mut cx = Context::from_waker(Waker::noop());
+        let waker = t.waker();
+        let mut cx = Context::from_waker(&waker);
         match Pin::new(&mut t.io).poll_flush(&mut cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(e)) => return Err(e),

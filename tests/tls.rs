@@ -768,3 +768,85 @@ fn allow_and_deny_decide_who_is_served_over_ipv4_and_ipv6() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_tls_member_that_stops_reading_is_cut_off_and_the_room_goes_on() {
+    use std::io::{BufRead, Write};
+    let dir = scratch("stalled");
+    let (server, _) = tls_chat(&dir, &["--stall-timeout", "1", "--flood", "0"]);
+    // A TLS member that reads nothing after its handshake.
+    let script = r#"
+import socket, ssl, sys, time
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+raw = socket.socket()
+raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+raw.connect(("127.0.0.1", int(sys.argv[1])))
+s = ctx.wrap_socket(raw)
+print("connected", flush=True)
+time.sleep(60)
+"#;
+    let mut stalled = Peer(
+        Command::new("python3")
+            .args(["-c", script, &server.port_arg()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs"),
+    );
+    let ready = line_channel(stalled.0.stdout.take().expect("stdout"));
+    assert_eq!(ready.recv_timeout(LIMIT).expect("connected"), "connected");
+    // A plaintext member that reads everything, on a thread of its own.
+    let (watcher, _) = chat_join_raw(server.addr);
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(watcher)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // A sender of 4 MB: four times the room's window.
+    let (mut sender, nick) = chat_join_raw(server.addr);
+    let text = "y".repeat(1000);
+    // The connection comes back from the thread and stays open until the
+    // watcher is done: closing it with the notices it never read would
+    // reset it, and the server would lose the lines still in its buffer.
+    let writer = std::thread::spawn(move || {
+        for i in 0..4000 {
+            if sender
+                .write_all(format!("{i} {text}\n").as_bytes())
+                .is_err()
+            {
+                return None;
+            }
+        }
+        Some(sender)
+    });
+    let (mut next, mut cut) = (0, false);
+    let deadline = std::time::Instant::now() + LIMIT;
+    while next < 4000 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines.recv_timeout(left).unwrap_or_else(|_| {
+            panic!("the watcher got {next} of 4000 lines; cut off seen: {cut}")
+        });
+        if line.ends_with(" was cut off (not reading)") {
+            cut = true;
+        } else if let Some(rest) = line.strip_prefix(&format!("[{nick}] ")) {
+            assert!(
+                rest.starts_with(&format!("{next} ")),
+                "line {next} was {}",
+                &rest[..10.min(rest.len())]
+            );
+            next += 1;
+        }
+    }
+    assert!(cut, "the stalled TLS member was never cut off");
+    let sender = writer.join().expect("the writer thread");
+    assert!(sender.is_some(), "the sender was disconnected");
+    drop(stalled);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -530,15 +530,19 @@ impl Connection {
         let out = self.writing();
         let position = out.member.position();
         let deadline = || Instant::now() + self.config.stall_timeout;
+        // Records a TLS session still holds count as unread: the member
+        // must get them out too (one byte past the log's end stands for
+        // them), or a reader that stopped would look caught up.
+        let target = || out.room.end() + u64::from(self.stream.has_unsent());
         match stall {
             Some(s) if position < s.target => {}
             Some(s) => {
-                s.target = out.room.end();
+                s.target = target();
                 s.timer.as_mut().reset(deadline());
             }
             None => {
                 *stall = Some(Stall {
-                    target: out.room.end(),
+                    target: target(),
                     timer: Box::pin(tokio::time::sleep_until(deadline())),
                 });
             }
@@ -839,8 +843,11 @@ impl Connection {
             flow = write(&self.seat)?;
         }
         // A TLS session may hold records the socket has no room for yet:
-        // that is a full socket too.
-        self.blocked = flow == Flow::Blocked || self.stream.has_unsent();
+        // the log is written out, but the socket is full all the same.
+        if flow == Flow::Idle && self.stream.has_unsent() {
+            flow = Flow::Blocked;
+        }
+        self.blocked = flow == Flow::Blocked;
         Ok(flow)
     }
 
