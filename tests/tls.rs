@@ -140,28 +140,12 @@ fn an_identity_others_can_read_or_that_is_broken_is_refused() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `sockit chat serve --tls` with its identity in `dir`, and the ID it
-/// printed after `listening on`.
+/// `sockit chat serve --tls EXTRA...` with its identity in `dir`, and
+/// the ID it printed after `listening on`.
 fn tls_chat(dir: &std::path::Path, extra: &[&str]) -> (Server, String) {
-    let file = dir.join("identity.pem");
-    let mut args = vec![
-        "chat",
-        "serve",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        "0",
-        "--tls",
-        "--identity",
-        file.to_str().expect("utf-8 path"),
-    ];
-    args.extend_from_slice(extra);
-    let server = Server::sockit(&args);
-    let line = server.next_line();
-    let id = line
-        .strip_prefix("identity ")
-        .unwrap_or_else(|| panic!("second line was {line:?}"))
-        .to_string();
+    let mut kind = vec!["chat", "serve"];
+    kind.extend_from_slice(extra);
+    let (server, id) = tls_server(dir, &kind);
     assert!(is_id(&id), "{id}");
     (server, id)
 }
@@ -809,14 +793,15 @@ time.sleep(60)
             }
         }
     });
-    // A sender of 4 MB: four times the room's window.
+    // A sender of 12 MB: more than the room's window and the kernel's
+    // largest send buffer (tcp_wmem, 4 MiB by default) hold together.
     let (mut sender, nick) = chat_join_raw(server.addr);
     let text = "y".repeat(1000);
     // The connection comes back from the thread and stays open until the
     // watcher is done: closing it with the notices it never read would
     // reset it, and the server would lose the lines still in its buffer.
     let writer = std::thread::spawn(move || {
-        for i in 0..4000 {
+        for i in 0..12000 {
             if sender
                 .write_all(format!("{i} {text}\n").as_bytes())
                 .is_err()
@@ -828,10 +813,10 @@ time.sleep(60)
     });
     let (mut next, mut cut) = (0, false);
     let deadline = std::time::Instant::now() + LIMIT;
-    while next < 4000 {
+    while next < 12000 {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let line = lines.recv_timeout(left).unwrap_or_else(|_| {
-            panic!("the watcher got {next} of 4000 lines; cut off seen: {cut}")
+            panic!("the watcher got {next} of 12000 lines; cut off seen: {cut}")
         });
         if line.ends_with(" was cut off (not reading)") {
             cut = true;
