@@ -562,6 +562,82 @@ fn sockit_clients_talk_to_openssl_s_server_and_ncat_ssl() {
     ]);
     assert_ok(&out);
     assert_eq!(stdout(&out), "{\"a\":1}\n");
+
+    // sockit's own server with that CA-signed certificate (--cert/--key):
+    // a client checking with --ca reaches it, and the identity it shows
+    // is the key's, so a certificate issued again for the same key keeps
+    // it.
+    let chat_with = |cert: &str| {
+        let server = Server::sockit(&[
+            "chat",
+            "serve",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--tls",
+            "--cert",
+            cert,
+            "--key",
+            &key,
+        ]);
+        let line = server.next_line();
+        (
+            server,
+            line.strip_prefix("identity ")
+                .unwrap_or_default()
+                .to_string(),
+        )
+    };
+    let (server, shown) = chat_with(&cert);
+    let port = server.port_arg();
+    let join = [
+        "chat",
+        "join",
+        "127.0.0.1",
+        &port,
+        "--tls",
+        "--ca",
+        &ca_cert,
+    ];
+    let out = sockit_in(&join, "hi\n");
+    assert_ok(&out);
+    assert!(
+        stdout(&out).starts_with("* welcome to sockit chat"),
+        "{}",
+        stdout(&out)
+    );
+    let both = path("both.pem");
+    let text = format!(
+        "{}{}",
+        std::fs::read_to_string(&key).expect("key"),
+        std::fs::read_to_string(&cert).expect("cert")
+    );
+    std::fs::write(&both, text).expect("write");
+    std::fs::set_permissions(&both, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = sockit(&["id", "--identity", &both]);
+    assert_eq!(stdout(&out).trim(), shown);
+    drop(server);
+    let renewed = path("renewed.pem");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca_cert,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        &ext,
+        "-out",
+        &renewed,
+    ]);
+    let (_server, renewed_shown) = chat_with(&renewed);
+    assert_eq!(renewed_shown, shown, "the same key, the same identity");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
