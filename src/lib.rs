@@ -41,8 +41,13 @@
 //!
 //! And what they share:
 //!
-//! - [`transport`]: the stream every TCP service reads and writes, the
-//!   acceptor and the connector.
+//! - [`transport`]: the stream every TCP service reads and writes (plain
+//!   or TLS), the acceptor (`--tls` tells TLS from plaintext by the first
+//!   byte) and the connector.
+//! - [`identity`]: a server's long-lived key and the `SKT-` ID a person
+//!   checks it by; [`trust`]: how a `--tls` client decides it reached
+//!   that server (`--pin`, `--ca`, trust on first use).
+//! - [`access`]: `--allow`/`--deny`, for every server, TCP and UDP.
 //! - [`service`]: the TCP accept loop (connection cap, accept with
 //!   backoff, a task per connection, shutdown with a grace period).
 //! - [`context`]: the shutdown token and output sink every entry point gets.
