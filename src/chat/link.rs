@@ -145,7 +145,7 @@ impl Connected {
     /// Connects to Redis at `url`: a server that cannot reach it does not
     /// start (a chat that silently splits in two is worse than one that
     /// says why it did not come up). `history` caps each room's stream.
-    /// The server is one of the link's from here on (see [`heartbeat`]).
+    /// The server is one of the link's from here on (its first heartbeat is sent here).
     pub async fn connect(url: &str, history: usize) -> Result<Connected> {
         let client = Client::open(url).map_err(|e| Error::Input {
             what: format!("invalid redis URL '{url}'"),
