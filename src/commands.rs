@@ -17,7 +17,7 @@ use sockit::error::{Error, Result};
 use sockit::identity::Identity;
 use sockit::messages::Messages;
 use sockit::service::Listen;
-use sockit::transport::{Acceptor, Connector};
+use sockit::transport::{Acceptor, Connector, FirstWord};
 use sockit::trust::Trust;
 use sockit::{chat, echo, file, json, lan, net, ping};
 
@@ -116,7 +116,7 @@ async fn echo_serve(args: EchoServe, ctx: Context) -> Result<()> {
         delay: Duration::from_millis(args.delay),
         access: access.clone(),
     };
-    let acceptor = acceptor(&args.tls)?;
+    let acceptor = acceptor(&args.tls, FirstWord::Client)?;
     announce(sockets.local)?;
     announce_identity(&acceptor)?;
     let serving = echo::server::Serving {
@@ -144,7 +144,7 @@ async fn echo_send(args: EchoSend, ctx: Context) -> Result<()> {
 
 async fn json_serve(args: JsonServe, ctx: Context) -> Result<()> {
     let listener = net::bind_tcp(SocketAddr::new(args.bind.bind, args.port))?;
-    let acceptor = acceptor(&args.tls)?;
+    let acceptor = acceptor(&args.tls, FirstWord::Client)?;
     announce(net::local_addr(&listener)?)?;
     announce_identity(&acceptor)?;
     let config = json::server::Config {
@@ -178,7 +178,7 @@ async fn chat_serve(args: ChatServe, ctx: Context) -> Result<()> {
         Some(url) => Some(chat::server::Connected::connect(url, args.history).await?),
         None => None,
     };
-    let acceptor = acceptor(&args.tls)?;
+    let acceptor = acceptor(&args.tls, FirstWord::Server)?;
     announce(net::local_addr(&listener)?)?;
     announce_identity(&acceptor)?;
     let config = chat::server::Config {
@@ -215,7 +215,10 @@ fn connector(args: &TlsConnect) -> Result<Connector> {
 
 /// A server's acceptor as `--tls` and friends say, and the identity it
 /// shows (`None` without `--tls`).
-fn acceptor(args: &TlsServe) -> Result<(Acceptor, Option<sockit::identity::Id>)> {
+fn acceptor(
+    args: &TlsServe,
+    first: FirstWord,
+) -> Result<(Acceptor, Option<sockit::identity::Id>)> {
     if !args.tls {
         return Ok((Acceptor::plain(), None));
     }
@@ -234,7 +237,7 @@ fn acceptor(args: &TlsServe) -> Result<(Acceptor, Option<sockit::identity::Id>)>
         }
     };
     let id = identity.id;
-    Ok((Acceptor::tls(&identity, args.tls_only)?, Some(id)))
+    Ok((Acceptor::tls(&identity, args.tls_only, first)?, Some(id)))
 }
 
 /// The line after `listening on` of a `--tls` server: what its clients

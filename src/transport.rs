@@ -457,14 +457,29 @@ enum Mode {
     Tls {
         config: Arc<rustls::ServerConfig>,
         only: bool,
+        first: FirstWord,
     },
 }
 
-/// How long a `--tls` server waits for a peer's first byte before taking
-/// it as a plaintext client that waits for the server to speak first (a
-/// chat client waiting for its welcome): a TLS client sends its
-/// ClientHello at once.
-pub const SNIFF_WAIT: Duration = Duration::from_millis(250);
+/// Who speaks first in a service's protocol: what a `--tls` server may
+/// wait for before it decides a peer is a plaintext one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstWord {
+    /// The client (echo, JSON): wait for its first byte, however long the
+    /// handshake timeout allows.
+    Client,
+    /// The server (chat's welcome): a client silent for [`SNIFF_WAIT`] is
+    /// a plaintext one waiting to be greeted.
+    Server,
+}
+
+/// How long a `--tls` chat server waits for a peer's first byte before
+/// taking it as a plaintext client waiting for its welcome. A TLS client
+/// sends its ClientHello at once, but one on a loaded machine (hundreds
+/// of handshakes in flight, measured) can take a few hundred ms to get
+/// it out: a shorter wait would greet it in plaintext and break its
+/// handshake, a longer one makes a plaintext client wait for its welcome.
+pub const SNIFF_WAIT: Duration = Duration::from_secs(1);
 
 /// What a `--tls-only` server tells a plaintext client before closing.
 pub const TLS_ONLY: &[u8] =
@@ -489,7 +504,7 @@ impl Acceptor {
 
     /// Takes connections in TLS with `identity` (and, unless `only`,
     /// plaintext ones on the same port).
-    pub fn tls(identity: &crate::identity::Identity, only: bool) -> Result<Self> {
+    pub fn tls(identity: &crate::identity::Identity, only: bool, first: FirstWord) -> Result<Self> {
         let config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .and_then(|b| {
@@ -504,6 +519,7 @@ impl Acceptor {
             mode: Mode::Tls {
                 config: Arc::new(config),
                 only,
+                first,
             },
         })
     }
@@ -514,9 +530,18 @@ impl Acceptor {
         match &self.mode {
             // Nothing to wait for: no timer for plain connections.
             Mode::Plain => Ok(Stream::Plain(tcp)),
-            Mode::Tls { config, only } => {
+            Mode::Tls {
+                config,
+                only,
+                first: speaker,
+            } => {
                 let mut first = [0u8; 1];
-                let sniffed = tokio::time::timeout(SNIFF_WAIT, tcp.peek(&mut first)).await;
+                // The accept loop's handshake timeout bounds the wait.
+                let wait = match speaker {
+                    FirstWord::Client => HANDSHAKE_TIMEOUT,
+                    FirstWord::Server => SNIFF_WAIT,
+                };
+                let sniffed = tokio::time::timeout(wait, tcp.peek(&mut first)).await;
                 let tls = matches!(sniffed, Ok(Ok(1))) && first[0] == 0x16;
                 if tls {
                     let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
