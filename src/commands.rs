@@ -215,10 +215,7 @@ fn connector(args: &TlsConnect) -> Result<Connector> {
 
 /// A server's acceptor as `--tls` and friends say, and the identity it
 /// shows (`None` without `--tls`).
-fn acceptor(
-    args: &TlsServe,
-    first: FirstWord,
-) -> Result<(Acceptor, Option<sockit::identity::Id>)> {
+fn acceptor(args: &TlsServe, first: FirstWord) -> Result<(Acceptor, Option<sockit::identity::Id>)> {
     if !args.tls {
         return Ok((Acceptor::plain(), None));
     }
