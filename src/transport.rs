@@ -197,10 +197,6 @@ impl Tls {
     fn has_unsent(&self) -> bool {
         self.lock().io.get_ref().1.wants_write()
     }
-
-    fn tcp(&self) -> MutexGuard<'_, TlsInner> {
-        self.lock()
-    }
 }
 
 impl Stream {
@@ -265,7 +261,7 @@ impl Stream {
         };
         match self {
             Stream::Plain(s) => linger(s),
-            Stream::Tls(t) => linger(t.tcp().io.get_ref().0),
+            Stream::Tls(t) => linger(t.lock().io.get_ref().0),
         }
     }
 

@@ -537,29 +537,10 @@ fn sockit_clients_talk_to_openssl_s_server_and_ncat_ssl() {
             .expect("ncat runs"),
     );
     wait_listening(port);
-    let out = sockit(&[
-        "echo",
-        "send",
-        "127.0.0.1",
-        &port_arg,
-        "--tls",
-        "--pin",
-        &id,
-        "hello",
-        "tls",
-    ]);
+    let out = send_pinned("echo", &port_arg, &id, &["hello", "tls"]);
     assert_ok(&out);
     assert_eq!(stdout(&out), "hello\ntls\n");
-    let out = sockit(&[
-        "json",
-        "send",
-        "127.0.0.1",
-        &port_arg,
-        "--tls",
-        "--pin",
-        &id,
-        r#"{"a":1}"#,
-    ]);
+    let out = send_pinned("json", &port_arg, &id, &[r#"{"a":1}"#]);
     assert_ok(&out);
     assert_eq!(stdout(&out), "{\"a\":1}\n");
 
@@ -641,6 +622,13 @@ fn sockit_clients_talk_to_openssl_s_server_and_ncat_ssl() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `sockit KIND send 127.0.0.1 PORT --tls --pin ID ARGS...`.
+fn send_pinned(kind: &str, port: &str, id: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec![kind, "send", "127.0.0.1", port, "--tls", "--pin", id];
+    all.extend_from_slice(args);
+    sockit(&all)
+}
+
 /// A `--tls` server of `kind` (echo --tcp or json) with its identity in
 /// `dir`, and its ID.
 fn tls_server(dir: &std::path::Path, kind: &[&str]) -> (Server, String) {
@@ -663,16 +651,7 @@ fn echo_and_json_servers_take_tls_and_plaintext_on_one_port() {
     let dir = scratch("echo");
     let (echo, id) = tls_server(&dir, &["echo", "serve", "--tcp"]);
     let port = echo.port_arg();
-    let out = sockit(&[
-        "echo",
-        "send",
-        "127.0.0.1",
-        &port,
-        "--tls",
-        "--pin",
-        &id,
-        "hello",
-    ]);
+    let out = send_pinned("echo", &port, &id, &["hello"]);
     assert_ok(&out);
     assert_eq!(stdout(&out), "hello\n");
     let mut tls = OpenSsl::connect(&echo);
@@ -687,16 +666,7 @@ fn echo_and_json_servers_take_tls_and_plaintext_on_one_port() {
 
     let (json, id) = tls_server(&dir, &["json", "serve"]);
     let port = json.port_arg();
-    let out = sockit(&[
-        "json",
-        "send",
-        "127.0.0.1",
-        &port,
-        "--tls",
-        "--pin",
-        &id,
-        "[1, 2]",
-    ]);
+    let out = send_pinned("json", &port, &id, &["[1, 2]"]);
     assert_ok(&out);
     assert_eq!(stdout(&out), "[1,2]\n");
     let mut tls = OpenSsl::connect(&json);
