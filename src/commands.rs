@@ -321,6 +321,7 @@ async fn ping(args: Ping, ctx: Context, quiet: bool) -> Result<()> {
         json: args.json,
         quiet,
         tcp: args.tcp,
+        connector: connector(&args.tls)?,
     };
     // Ctrl-C ends the run with its summary, so the client watches the
     // token itself instead of being cancelled.
@@ -330,7 +331,9 @@ async fn ping(args: Ping, ctx: Context, quiet: bool) -> Result<()> {
 async fn file_receive(args: FileReceive, ctx: Context) -> Result<()> {
     let dir = file::receive::prepare_dir(&args.dir)?;
     let listener = net::bind_tcp(SocketAddr::new(args.bind.bind, args.port))?;
+    let acceptor = acceptor(&args.tls, FirstWord::Client)?;
     announce(net::local_addr(&listener)?)?;
+    announce_identity(&acceptor)?;
     let config = file::receive::Config {
         dir,
         overwrite: args.overwrite,
@@ -339,7 +342,7 @@ async fn file_receive(args: FileReceive, ctx: Context) -> Result<()> {
         keep_partial: args.keep_partial,
         max_partial: args.max_partial,
     };
-    let listen = listen_with(listener, Acceptor::plain(), args.bind.access());
+    let listen = listen_with(listener, acceptor.0, args.bind.access());
     file::receive::run(listen, config, ctx).await
 }
 
@@ -350,6 +353,7 @@ async fn file_send(args: FileSend, ctx: Context) -> Result<()> {
         paths: args.paths,
         json: args.json,
         wait: args.target.wait,
+        connector: connector(&args.tls)?,
     };
     let shutdown = ctx.shutdown.clone();
     until_interrupted(file::send::send(config, ctx), &shutdown).await

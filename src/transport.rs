@@ -277,14 +277,116 @@ impl Stream {
         }
     }
 
-    /// The plain socket underneath, for services that move bytes with
-    /// blocking system calls on a thread of their own (file transfer's
-    /// `splice`/`sendfile` pipeline). `None` for a transport whose bytes
-    /// are not the service's bytes.
-    pub fn into_plain(self) -> Option<TcpStream> {
-        match self {
-            Stream::Plain(s) => Some(s),
-            Stream::Tls(_) => None,
+    /// The connection as a blocking socket, for services that move bytes
+    /// with blocking system calls on threads of their own (file
+    /// transfer's `sendfile` and receive pipeline, ping's timed reads).
+    ///
+    /// A plain stream is its own socket. A TLS stream is bridged: the
+    /// service gets one end of a Unix socket pair and a task on the
+    /// runtime pumps between the other end and the session, each way
+    /// with its half-close (end of input becomes `close_notify`). Those
+    /// services keep their threads and system calls unchanged, and one
+    /// thread may read while another writes, which one rustls session
+    /// cannot do. The price is a copy each way through the pair
+    /// (measured in BENCHMARKS.md, "TLS file transfer").
+    ///
+    /// The socket is socket2's type, which covers both a TCP socket and
+    /// a Unix one with the calls these services use (`try_clone`,
+    /// timeouts, `shutdown`, `Read`/`Write` on `&Socket`, the fd for
+    /// `sendfile`).
+    pub fn into_blocking(self) -> io::Result<(socket2::Socket, Bridge)> {
+        let tls = match self {
+            Stream::Plain(s) => {
+                let s = s.into_std()?;
+                s.set_nonblocking(false)?;
+                return Ok((s.into(), Bridge::default()));
+            }
+            Stream::Tls(t) => t,
+        };
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        let ours = tokio::net::UnixStream::from_std(ours)?;
+        let fault = Fault::default();
+        let pump = tokio::spawn(pump(Stream::Tls(tls), ours, fault.clone()));
+        Ok((
+            theirs.into(),
+            Bridge {
+                pump: Some(pump),
+                fault,
+            },
+        ))
+    }
+}
+
+/// Bytes moved per system call by a TLS bridge's pump, each way: a TLS
+/// record is 16 KiB, so this is a few records per wakeup.
+const PUMP_BUFFER: usize = 256 << 10;
+
+/// Moves bytes both ways between a TLS session and its bridge until both
+/// directions have ended. A failure is kept in `fault` *before* the pair
+/// is dropped, so the service finds it there once its socket ends.
+async fn pump(mut tls: Stream, mut pair: tokio::net::UnixStream, fault: Fault) -> io::Result<()> {
+    let moved =
+        tokio::io::copy_bidirectional_with_sizes(&mut tls, &mut pair, PUMP_BUFFER, PUMP_BUFFER)
+            .await;
+    if let Err(e) = &moved {
+        let _ = fault.0.set(tls_cause(e));
+    }
+    moved.map(drop)
+}
+
+/// Why a bridged TLS session failed (a record that does not decrypt, the
+/// peer's alert, a reset), for a service to name instead of the bare end
+/// of its own socket, which is all it sees. Empty for a plain connection
+/// and for a session that has not failed.
+#[derive(Debug, Clone, Default)]
+pub struct Fault(Arc<std::sync::OnceLock<String>>);
+
+impl Fault {
+    /// The failure, as a phrase for inside `( )`.
+    pub fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+
+    /// `e`'s cause in those words, or the session's failure if there was
+    /// one (then `e` is only its echo on the service's socket).
+    pub fn explain(&self, e: &io::Error) -> String {
+        match self.get() {
+            Some(why) => format!("the TLS session failed: {why}"),
+            None => crate::error::cause(e),
+        }
+    }
+}
+
+/// What keeps a bridged TLS connection going (see
+/// [`Stream::into_blocking`]); nothing for a plain one.
+#[derive(Debug, Default)]
+pub struct Bridge {
+    pump: Option<tokio::task::JoinHandle<io::Result<()>>>,
+    fault: Fault,
+}
+
+impl Bridge {
+    /// Where the session's failure will be, for the service's threads.
+    pub fn fault(&self) -> Fault {
+        self.fault.clone()
+    }
+
+    /// Waits, once the service has closed its socket, until the bridge has
+    /// passed everything on and ended the session (at most `wait`), so the
+    /// peer sees the TLS stream end before this process may exit. Returns
+    /// the session's failure, if it failed.
+    pub async fn finish(self, wait: Duration) -> io::Result<()> {
+        let Some(pump) = self.pump else {
+            return Ok(());
+        };
+        match tokio::time::timeout(wait, pump).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(io::Error::other(e)),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the TLS session did not end",
+            )),
         }
     }
 }
@@ -483,9 +585,19 @@ pub const TLS_ONLY: &[u8] =
 
 /// The TLS settings every sockit endpoint uses: ring's primitives (they
 /// build with a C compiler alone, no cmake or assembler, as aws-lc would
-/// need), TLS 1.2 and 1.3.
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// need), TLS 1.2 and 1.3, with AES-128-GCM preferred over rustls's
+/// default AES-256-GCM: both are standard TLS 1.3 suites, and 128-bit
+/// keys are ten rounds of AES instead of fourteen, which is what bulk
+/// transfer pays per byte (measured in BENCHMARKS.md, "TLS file
+/// transfer"). The other suites stay, in rustls's order, for peers
+/// without AES-GCM.
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    let preferred = rustls::CipherSuite::TLS13_AES_128_GCM_SHA256;
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite.suite() != preferred);
+    Arc::new(provider)
 }
 
 /// The longest a peer may take over a transport handshake before its
@@ -579,6 +691,11 @@ impl Connector {
         Ok(Connector {
             tls: Some((config, trust)),
         })
+    }
+
+    /// Whether connections are made in TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Connects to `host:port`, each address tried for at most `wait`

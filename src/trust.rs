@@ -57,7 +57,7 @@ pub fn default_known_hosts() -> Result<PathBuf> {
 
 /// The client side of TLS as `trust` says.
 pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::transport::provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Input {

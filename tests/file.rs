@@ -1034,3 +1034,113 @@ fn an_abandoned_transfer_leaves_no_empty_directories_of_its_own() {
         .count();
     assert_eq!(partials, 1);
 }
+
+/// The receiver's `--tls` identity file in `dir`, and the receiver with
+/// it (its second line is `identity ID`).
+fn tls_receiver(dst: &TempDir, id_dir: &TempDir, extra: &[&str]) -> (Server, String) {
+    let identity = id_dir.join("identity.pem");
+    let mut args = vec!["--tls", "--identity", identity.to_str().expect("utf-8")];
+    args.extend_from_slice(extra);
+    let server = receiver(dst, &args);
+    let line = server.next_line();
+    let id = line
+        .strip_prefix("identity ")
+        .unwrap_or_else(|| panic!("second line was {line:?}"))
+        .to_string();
+    (server, id)
+}
+
+#[test]
+fn files_cross_tls_verified_beside_plaintext_senders() {
+    let src = TempDir::new("tls-src");
+    let dst = TempDir::new("tls-dst");
+    let ids = TempDir::new("tls-id");
+    let top = src.join("tree");
+    fs::create_dir_all(top.join("sub")).expect("mkdir");
+    random_file(&top.join("big.bin"), 5 << 20);
+    random_file(&top.join("sub/small.bin"), 1000);
+    fs::write(top.join("sub/empty"), b"").expect("write");
+    let (server, id) = tls_receiver(&dst, &ids, &[]);
+
+    let out = send(server.port(), &[&top], &["--tls", "--pin", &id]);
+    assert_ok(&out);
+    assert!(
+        stdout(&out).starts_with("3 files, 2 directories, "),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(tree(&top), tree(&dst.join("tree")));
+
+    // The same port takes the course's plaintext senders as before.
+    let plain = src.join("plain.bin");
+    random_file(&plain, 300_000);
+    let out = send(server.port(), &[&plain], &[]);
+    assert_ok(&out);
+    assert_eq!(hash(&plain), hash(&dst.join("plain.bin")));
+
+    // A receiver that is not the one pinned gets no byte of the files.
+    let other = TempDir::new("tls-id-other");
+    let (wrong, _) = tls_receiver(&dst, &other, &[]);
+    let lone = src.join("lone.bin");
+    random_file(&lone, 1000);
+    let out = send(wrong.port(), &[&lone], &["--tls", "--pin", &id]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not the one pinned"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dst.join("lone.bin").exists());
+    assert!(partials(dst.path()).is_empty());
+
+    // --tls-only: a plaintext sender is told what to do.
+    let (only, _) = tls_receiver(&dst, &other, &["--tls-only"]);
+    let out = send(only.port(), &[&lone], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "sockit: error: 127.0.0.1:{} takes TLS connections only (send with --tls)\n",
+            only.port()
+        )
+    );
+    assert!(!dst.join("lone.bin").exists());
+}
+
+#[test]
+fn a_byte_flipped_inside_tls_ends_the_transfer_and_writes_nothing() {
+    let src = TempDir::new("tls-flip-src");
+    let dst = TempDir::new("tls-flip-dst");
+    let ids = TempDir::new("tls-flip-id");
+    let file = src.join("data.bin");
+    random_file(&file, 3 << 20);
+    let (server, id) = tls_receiver(&dst, &ids, &[]);
+    // Past the handshake (a few KiB), inside the first data chunk.
+    let port = proxy(server.addr, Tamper::Flip(500_000));
+    let out = send(port, &[&file], &["--tls", "--pin", &id]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    // TLS finds the flip before BLAKE3 could: the receiver's session
+    // fails on the record and says so; the sender hears its alert.
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!(
+            "sockit: error: connection to 127.0.0.1:{port} closed (the TLS session failed: "
+        )),
+        "{err}"
+    );
+    assert!(
+        !dst.join("data.bin").exists(),
+        "a corrupted file got its final name"
+    );
+    let line = server.next_line();
+    assert!(
+        line.starts_with("interrupted data.bin from 127.0.0.1:")
+            && line.contains("(the TLS session failed: cannot decrypt peer's message)"),
+        "{line}"
+    );
+
+    // The receiver goes on: a clean send afterwards succeeds.
+    let out = send(server.port(), &[&file], &["--tls", "--pin", &id]);
+    assert_ok(&out);
+    assert_eq!(hash(&file), hash(&dst.join("data.bin")));
+}

@@ -543,6 +543,36 @@ fn sockit_clients_talk_to_openssl_s_server_and_ncat_ssl() {
     let out = send_pinned("json", &port_arg, &id, &[r#"{"a":1}"#]);
     assert_ok(&out);
     assert_eq!(stdout(&out), "{\"a\":1}\n");
+    // ping --tcp --tls: every probe comes back through ncat's TLS.
+    let out = sockit(&[
+        "ping",
+        "127.0.0.1",
+        &port_arg,
+        "--tcp",
+        "--tls",
+        "--pin",
+        &id,
+        "-c",
+        "3",
+        "-i",
+        "0",
+    ]);
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(&format!(
+            "PING 127.0.0.1:{port} (tcp+tls): 64 bytes of data, connected in "
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("3 packets transmitted, 3 received, 0% packet loss"),
+        "{text}"
+    );
+    assert!(text.contains("tcp+tls connect time "), "{text}");
+    // --tls is for --tcp: UDP probes have none.
+    let out = sockit(&["ping", "127.0.0.1", &port_arg, "--tls", "-c", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 
     // sockit's own server with that CA-signed certificate (--cert/--key):
     // a client checking with --ca reaches it, and the identity it shows

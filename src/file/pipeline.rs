@@ -8,7 +8,6 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
@@ -72,7 +71,7 @@ type Piece = (Vec<u8>, usize);
 /// hashes and a third writes them, so the socket, BLAKE3 and the page cache
 /// work at the same time.
 pub(super) fn stream_data(
-    reader: &mut BufReader<TcpStream>,
+    reader: &mut BufReader<socket2::Socket>,
     file: File,
     hasher: blake3::Hasher,
     expected: u64,
@@ -181,7 +180,7 @@ fn start_writeback(file: &File) {
 /// hands them to stage 2, reusing the buffers stage 3 gives back. Its
 /// state is a struct so that each part of the loop is a named method.
 struct Receiving<'a> {
-    reader: &'a mut BufReader<TcpStream>,
+    reader: &'a mut BufReader<socket2::Socket>,
     to_worker: SyncSender<Piece>,
     /// Buffers given back by the writer, and its failure.
     done: Receiver<Done>,

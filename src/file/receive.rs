@@ -25,7 +25,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -40,7 +40,9 @@ use super::protocol::{self, Code, DecodeError, Digest, Entry, Hello, Reason, Rep
 use crate::context::Context;
 use crate::error::{Error, Result, cause};
 use crate::service::{self, Listen, OnShutdown};
-use crate::transport::Stream;
+use crate::transport::{Fault, Stream};
+
+use socket2::Socket;
 
 /// Default for `--idle-timeout`: a sender silent for this long mid-session
 /// is dropped, so a stalled or malicious peer cannot hold a connection
@@ -223,26 +225,31 @@ async fn connection(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) -> io::Result<Tally> {
-    let stream = stream
-        .into_plain()
-        .ok_or_else(|| io::Error::other("file transfer runs over plain TCP only"))?
-        .into_std()?;
-    stream.set_nonblocking(false)?;
+    let (stream, bridge) = stream.into_blocking()?;
     let handle = stream.try_clone()?;
-    let job = tokio::task::spawn_blocking(move || session(stream, peer, &shared));
+    let idle = shared.config.idle_timeout;
+    let fault = bridge.fault();
+    let job = tokio::task::spawn_blocking(move || session(stream, peer, &shared, fault));
     tokio::pin!(job);
-    tokio::select! {
+    let tally = tokio::select! {
         done = &mut job => done.map_err(io::Error::other)?,
         _ = shutdown.cancelled() => {
             let _ = handle.shutdown(Shutdown::Both);
             Ok(Tally::default())
         }
+    };
+    drop(handle);
+    // A TLS session ends once the bridge has passed our last reply on.
+    if let Err(e) = bridge.finish(idle).await {
+        tracing::debug!("TLS session with {peer} ended badly: {e}");
     }
+    tally
 }
+
 /// One session, start to end: the hello, then entries until the sender
 /// ends the session. Errors end the connection; refusals of single
 /// entries do not.
-fn session(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Result<Tally> {
+fn session(stream: Socket, peer: SocketAddr, shared: &Shared, fault: Fault) -> io::Result<Tally> {
     stream.set_read_timeout(Some(shared.config.idle_timeout))?;
     stream.set_write_timeout(Some(shared.config.idle_timeout))?;
     let mut s = Session {
@@ -251,6 +258,7 @@ fn session(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Result<T
         reader: BufReader::with_capacity(64 << 10, stream.try_clone()?),
         stream: &stream,
         peer,
+        fault,
         created: Vec::new(),
     };
     if !s.greet()? {
@@ -345,10 +353,12 @@ struct Session<'a> {
     shared: &'a Shared,
     tally: Tally,
     /// The reading side (a clone of `stream`), buffered for the headers.
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Socket>,
     /// The writing side: replies go straight out, unbuffered.
-    stream: &'a TcpStream,
+    stream: &'a Socket,
     peer: SocketAddr,
+    /// A TLS session's failure, named instead of its echo on `stream`.
+    fault: Fault,
     /// Directories this session created, parents first.
     created: Vec<PathBuf>,
 }
@@ -562,7 +572,7 @@ impl Session<'_> {
                         self.tell_idle(&idle);
                         idle
                     }
-                    None => cause(&e),
+                    None => self.fault.explain(&e),
                 };
                 report(&format!(
                     "interrupted {} from {peer} at {held} of {} bytes ({why}); kept for a resume",
@@ -688,7 +698,7 @@ impl Session<'_> {
                 report(&format!("{what}: {idle}"));
                 self.tell_idle(&idle);
             }
-            None => tracing::warn!("{what}: connection lost ({})", cause(e)),
+            None => tracing::warn!("{what}: connection lost ({})", self.fault.explain(e)),
         }
     }
 
@@ -718,7 +728,7 @@ fn report(line: &str) {
 
 /// Tells a peer that is not `sockit file send` what this port is, then
 /// closes without a reset.
-fn refuse_foreign(stream: &TcpStream) {
+fn refuse_foreign(stream: &Socket) {
     let mut w = stream;
     let _ = w.write_all(protocol::NOT_A_SENDER.as_bytes());
     close_after_peer(stream);
@@ -727,7 +737,7 @@ fn refuse_foreign(stream: &TcpStream) {
 /// Half-closes, then reads (a bounded amount, for a bounded time) until
 /// the peer closes too, so our close never turns into a reset that could
 /// destroy the last bytes we sent.
-fn close_after_peer(stream: &TcpStream) {
+fn close_after_peer(stream: &Socket) {
     let _ = stream.shutdown(Shutdown::Write);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let mut sink = [0u8; 16 << 10];

@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 use std::fs::{self, File};
 use std::io::{self, BufReader, IsTerminal, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
+use socket2::Socket;
 
 use super::protocol::{self, Data, DecodeError, Digest, Entry, Hello, MAX_PATH, Reply};
 use crate::context::{Context, Output};
@@ -60,6 +61,8 @@ pub struct Config {
     pub json: bool,
     /// Connect timeout.
     pub wait: Duration,
+    /// Plain TCP or TLS, and how the receiver is trusted.
+    pub connector: Connector,
 }
 
 /// One thing to send, found by [`walk`].
@@ -103,21 +106,34 @@ struct Outcome {
 pub async fn send(config: Config, ctx: Context) -> Result<()> {
     let items = walk(&config.paths);
     let peer = net::display_target(&config.host, config.port);
-    let stream = Connector::plain()
+    let stream = config
+        .connector
         .connect(&config.host, config.port, config.wait)
-        .await?
-        .into_plain()
-        .ok_or_else(|| Error::io("cannot send files", io::Error::other("plain TCP only")))?;
-    let stream = stream
-        .into_std()
-        .and_then(|s| s.set_nonblocking(false).map(|()| s))
+        .await?;
+    let (stream, bridge) = stream
+        .into_blocking()
         .map_err(|e| Error::io("cannot set up the connection", e))?;
+    let fault = bridge.fault();
     let json = config.json;
     let wait = config.wait;
     let out = ctx.out;
-    tokio::task::spawn_blocking(move || run_session(stream, items, &peer, json, wait, out))
-        .await
-        .map_err(|e| Error::io("the sending thread failed", io::Error::other(e)))?
+    let sent =
+        tokio::task::spawn_blocking(move || run_session(stream, items, &peer, json, wait, out))
+            .await
+            .map_err(|e| Error::io("the sending thread failed", io::Error::other(e)))?;
+    // The receiver has closed by now (the session waits for it); a TLS
+    // bridge only has its own end to finish.
+    if let Err(e) = bridge.finish(wait).await {
+        tracing::debug!("the TLS session ended badly: {e}");
+    }
+    // A lost connection is named by its TLS failure, if it had one.
+    match sent {
+        Err(Error::Closed { peer, source }) => Err(Error::closed(
+            peer,
+            io::Error::other(fault.explain(&source)),
+        )),
+        sent => sent,
+    }
 }
 
 /// Finds what to send. A command-line path is followed if it is a
@@ -256,7 +272,7 @@ type Incoming = std::result::Result<Reply, String>;
 
 /// The connection, the reply channel and the running totals of a session.
 struct Session<'a> {
-    stream: &'a TcpStream,
+    stream: &'a Socket,
     replies: mpsc::Receiver<Incoming>,
     peer: &'a str,
     progress: ProgressBar,
@@ -266,7 +282,7 @@ struct Session<'a> {
 
 /// Runs the whole session and prints the results.
 fn run_session(
-    stream: TcpStream,
+    stream: Socket,
     items: Vec<Item>,
     peer: &str,
     json: bool,
@@ -318,7 +334,7 @@ fn run_session(
 /// Says hello and waits for the receiver's. Returns the connection's
 /// reading side (a clone, for the reply thread); a peer that is not a
 /// receiver, or does not answer in time, is an error.
-fn handshake(stream: &TcpStream, peer: &str, wait: Duration) -> Result<TcpStream> {
+fn handshake(stream: &Socket, peer: &str, wait: Duration) -> Result<Socket> {
     let lost = |e: io::Error| Error::closed(peer, e);
     let mut writer = stream;
     writer.write_all(&protocol::hello()).map_err(lost)?;
@@ -344,6 +360,12 @@ fn handshake(stream: &TcpStream, peer: &str, wait: Duration) -> Result<TcpStream
     let _ = reading.set_read_timeout(Some(REPLY_TIMEOUT));
     match protocol::check_hello(&hello) {
         Hello::Ok | Hello::Version(_) => {}
+        Hello::Foreign if crate::transport::TLS_ONLY.starts_with(&hello) => {
+            return Err(Error::Input {
+                what: format!("{peer} takes TLS connections only"),
+                why: "send with --tls".into(),
+            });
+        }
         Hello::Foreign => {
             return Err(Error::Input {
                 what: format!("{peer} is not a sockit file receiver"),
@@ -354,7 +376,7 @@ fn handshake(stream: &TcpStream, peer: &str, wait: Duration) -> Result<TcpStream
     Ok(reading)
 }
 
-fn read_hello(stream: &TcpStream, wait: Duration) -> io::Result<[u8; 12]> {
+fn read_hello(stream: &Socket, wait: Duration) -> io::Result<[u8; 12]> {
     stream.set_read_timeout(Some(wait))?;
     let mut hello = [0u8; 12];
     let mut r = stream;
@@ -363,7 +385,7 @@ fn read_hello(stream: &TcpStream, wait: Duration) -> io::Result<[u8; 12]> {
 }
 
 /// Reads replies until the connection ends, passing each on.
-fn read_replies(stream: TcpStream, tx: mpsc::Sender<Incoming>) {
+fn read_replies(stream: Socket, tx: mpsc::Sender<Incoming>) {
     let mut reader = BufReader::new(stream);
     loop {
         match Reply::decode(&mut reader) {
@@ -731,13 +753,7 @@ impl Copier {
     /// shrank), zeros fill the promised length so the framing holds, and
     /// the error is reported: the receiver never keeps such a copy (the
     /// digest cannot match).
-    fn copy(
-        &mut self,
-        file: &File,
-        sock: &TcpStream,
-        pos: u64,
-        len: usize,
-    ) -> Result<(), CopyError> {
+    fn copy(&mut self, file: &File, sock: &Socket, pos: u64, len: usize) -> Result<(), CopyError> {
         let mut done = 0usize;
         while done < len && self.fallback.is_none() {
             let e = match sys::file::sendfile(
@@ -788,7 +804,7 @@ impl Copier {
 }
 
 /// Fills the rest of a promised chunk with zeros, then reports `why`.
-fn pad(sock: &TcpStream, mut left: usize, why: &str) -> Result<(), CopyError> {
+fn pad(sock: &Socket, mut left: usize, why: &str) -> Result<(), CopyError> {
     let zeros = [0u8; 64 << 10];
     let mut w = sock;
     while left > 0 {

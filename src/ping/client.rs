@@ -23,7 +23,9 @@
 //! resynchronising on the probe magic if the server sends something else.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::UdpSocket;
+
+use socket2::Socket;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -66,6 +68,8 @@ pub struct Config {
     pub quiet: bool,
     /// TCP request/response over one connection instead of UDP.
     pub tcp: bool,
+    /// How the TCP connection is made (plain or TLS).
+    pub connector: Connector,
 }
 
 /// Runs a ping, writes its output to `out`, and fails (exit 1) if no
@@ -75,17 +79,15 @@ pub async fn ping(config: Config, ctx: Context) -> Result<()> {
     let target = net::display_target(&config.host, config.port);
     let link = if config.tcp {
         let started = Instant::now();
-        let stream = Connector::plain()
+        let stream = config
+            .connector
             .connect(&config.host, config.port, config.wait)
             .await?;
         let connect = started.elapsed();
-        // The probes run on a blocking thread with SO_RCVTIMEO, so they
-        // need the plain socket underneath.
-        let stream = stream
-            .into_plain()
-            .ok_or_else(|| Error::io("cannot ping", io::Error::other("plain TCP only")))?
-            .into_std()
-            .and_then(|s| s.set_nonblocking(false).map(|()| s))
+        // The probes run on a blocking thread with SO_RCVTIMEO. A TLS
+        // session is bridged; its pump ends when the socket is dropped.
+        let (stream, _bridge) = stream
+            .into_blocking()
             .map_err(|e| Error::io("cannot set up the TCP connection", e))?;
         Link::Tcp(TcpLink::new(stream, config.size), connect)
     } else {
@@ -115,7 +117,7 @@ enum Link {
 
 /// A TCP connection cut into replies of the probe size.
 struct TcpLink {
-    stream: TcpStream,
+    stream: Socket,
     size: usize,
     buf: Vec<u8>,
     /// Bytes at the front of `buf` already handed out.
@@ -123,7 +125,7 @@ struct TcpLink {
 }
 
 impl TcpLink {
-    fn new(stream: TcpStream, size: usize) -> Self {
+    fn new(stream: Socket, size: usize) -> Self {
         TcpLink {
             stream,
             size: size.max(protocol::MIN_SIZE),
@@ -301,6 +303,16 @@ impl<W: Write> Session<W> {
         u64::try_from(self.config.wait.as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// What the probes travel over, as the output names it: `udp`, `tcp`,
+    /// or `tcp+tls` (whose connect time includes the handshake).
+    fn protocol(&self) -> &'static str {
+        match &self.link {
+            Link::Udp(_) => "udp",
+            Link::Tcp(..) if self.config.connector.is_tls() => "tcp+tls",
+            Link::Tcp(..) => "tcp",
+        }
+    }
+
     /// The opening line, as iputils prints `PING host (addr) N bytes of data.`
     fn header(&mut self) -> Result<()> {
         if self.config.json {
@@ -310,8 +322,9 @@ impl<W: Write> Session<W> {
         let line = match &self.link {
             Link::Udp(_) => format!("PING {} (udp): {size} bytes of data", self.target),
             Link::Tcp(_, connect) => format!(
-                "PING {} (tcp): {size} bytes of data, connected in {:.3} ms",
+                "PING {} ({}): {size} bytes of data, connected in {:.3} ms",
                 self.target,
+                self.protocol(),
                 connect.as_secs_f64() * 1e3
             ),
         };
@@ -479,10 +492,9 @@ impl<W: Write> Session<W> {
     fn finish(&mut self, elapsed_ns: u64) -> Result<()> {
         let summary = self.tracker.summary(elapsed_ns);
         let text = if self.config.json {
-            let protocol = if self.config.tcp { "tcp" } else { "udp" };
             let mut value = summary.json(
                 &self.target,
-                protocol,
+                self.protocol(),
                 self.config.size.max(protocol::MIN_SIZE),
             );
             if let Link::Tcp(_, connect) = &self.link {
@@ -495,7 +507,8 @@ impl<W: Write> Session<W> {
             text.push_str(&summary.text(&self.target));
             if let Link::Tcp(_, connect) = &self.link {
                 text.push_str(&format!(
-                    "tcp connect time {:.3} ms\n",
+                    "{} connect time {:.3} ms\n",
+                    self.protocol(),
                     connect.as_secs_f64() * 1e3
                 ));
             }
