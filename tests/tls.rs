@@ -911,3 +911,71 @@ time.sleep(60)
     drop(stalled);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_broken_client_hello_and_garbage_after_the_handshake_cost_nobody_else() {
+    use std::io::{Read, Write};
+    let dir = scratch("garbage");
+    let (server, _) = tls_chat(&dir, &[]);
+    let (member, _) = chat_join_raw(server.addr);
+
+    // A record header that says handshake, then no ClientHello: the
+    // server answers with a TLS alert (or nothing) and closes.
+    let mut broken = std::net::TcpStream::connect(server.addr).expect("connect");
+    broken.set_read_timeout(Some(LIMIT)).expect("timeout");
+    broken
+        .write_all(b"\x16\x03\x01\x00\x20this is not a client hello at all")
+        .expect("write");
+    let mut got = Vec::new();
+    broken.read_to_end(&mut got).expect("closed, not timed out");
+    assert!(
+        got.is_empty() || got[0] == 0x15,
+        "a TLS alert or nothing, not {got:?}"
+    );
+
+    // A real TLS client that writes raw garbage under its session, and an
+    // oversized record header after it: the server ends that session.
+    let script = r#"
+import os, socket, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))))
+s.recv(4096)
+os.write(s.fileno(), b"\x17\x03\x03\x00\x10" + os.urandom(16) + b"\x17\x03\x03\xff\xff" + os.urandom(4096))
+s.settimeout(10)
+try:
+    while s.recv(4096):
+        pass
+    print("closed", flush=True)
+except (ssl.SSLError, ConnectionError) as e:
+    print("closed", flush=True)
+except socket.timeout:
+    print("still open", flush=True)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &server.port_arg()])
+        .output()
+        .expect("python3 runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "closed\n",
+        "{}",
+        stderr(&out)
+    );
+
+    // The room goes on for the member that was there all along.
+    let (mut other, _) = chat_join_raw(server.addr);
+    other.write_all(b"still here\n").expect("write");
+    let mut member_lines = std::io::BufReader::new(member);
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "the line never came");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut member_lines, &mut line).expect("read");
+        if line.ends_with("] still here\n") {
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

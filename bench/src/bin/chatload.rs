@@ -96,7 +96,7 @@ use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 use nix::unistd::{SysconfVar, sysconf};
 use rlimit::Resource;
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpSocket;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, Semaphore};
@@ -211,6 +211,96 @@ struct Args {
     /// Print one JSON object on stdout (the summary line goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Connect the counted clients in TLS to a server with this identity
+    /// (its `identity SKT-...` line); `--stalled` clients stay plain.
+    #[arg(long, value_name = "ID")]
+    tls_pin: Option<String>,
+}
+
+/// A TLS client session as chatload's clients hold it.
+type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A client's connection, plain or TLS.
+enum Conn {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+/// The writing half of a [`Conn`]. The plain one keeps `try_write` (the
+/// syncookie nudge is one raw segment); a TLS one needs no nudge, its
+/// handshake has put it in the server's accept queue.
+enum Wr {
+    Plain(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<Box<TlsStream>>),
+}
+
+impl AsyncWrite for Wr {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Wr::Plain(w) => std::pin::Pin::new(w).poll_write(cx, buf),
+            Wr::Tls(w) => std::pin::Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Wr::Plain(w) => std::pin::Pin::new(w).poll_flush(cx),
+            Wr::Tls(w) => std::pin::Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Wr::Plain(w) => std::pin::Pin::new(w).poll_shutdown(cx),
+            Wr::Tls(w) => std::pin::Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The TLS client settings for `--tls-pin`: sockit's own pinned trust
+/// (any certificate whose key signs the handshake; the pin itself is
+/// checked after it).
+fn tls_connector(pin: &str) -> Result<(tokio_rustls::TlsConnector, sockit::trust::Trust)> {
+    let id: sockit::identity::Id = pin.parse().map_err(|e| anyhow!("--tls-pin: {e}"))?;
+    let trust = sockit::trust::Trust::Pin(id);
+    let config = sockit::trust::client_config(&trust).map_err(|e| anyhow!("{e}"))?;
+    Ok((tokio_rustls::TlsConnector::from(config), trust))
+}
+
+/// Connects client `i` (retrying) and, with `tls`, runs its handshake and
+/// checks the pin.
+async fn open(
+    addr: SocketAddr,
+    i: usize,
+    deadline: Instant,
+    tls: Option<Arc<(tokio_rustls::TlsConnector, sockit::trust::Trust)>>,
+) -> Result<Conn> {
+    let stream = connect_retry(addr, i, deadline).await?;
+    let Some(tls) = tls else {
+        return Ok(Conn::Plain(stream));
+    };
+    let name = tokio_rustls::rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let session = tokio::time::timeout_at(deadline.into(), tls.0.connect(name, stream))
+        .await
+        .map_err(|_| anyhow!("client {i}: no TLS handshake within --timeout"))?
+        .with_context(|| format!("client {i}: TLS handshake with {addr} failed"))?;
+    let cert = session
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first());
+    sockit::trust::check(&tls.1, &addr.to_string(), cert).map_err(|e| anyhow!("{e}"))?;
+    Ok(Conn::Tls(Box::new(session)))
 }
 
 /// See `--pace`.
@@ -597,6 +687,30 @@ async fn receive(sh: Arc<Shared>, id: usize, rd: OwnedReadHalf) {
     sh.mark_gone(id);
 }
 
+/// [`receive`] for a TLS client: the session has no readiness calls, so
+/// it reads into a buffer of its own (client memory, not the server's).
+async fn receive_tls(sh: Arc<Shared>, id: usize, mut rd: tokio::io::ReadHalf<Box<TlsStream>>) {
+    let mut rx = Receiver::new(id);
+    let hist = match thread_histogram() {
+        Ok(h) => h,
+        Err(err) => {
+            eprintln!("chatload: error: {err:#}");
+            sh.mark_gone(id);
+            return;
+        }
+    };
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        match rd.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => rx.chunk(&sh, &buf[..n], &mut lock(&hist)),
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    sh.mark_gone(id);
+}
+
 /// One message line: `CL <runid> <sender> <seq> <send_ns>`, then ` xxx...`
 /// up to `size` bytes with the newline.
 fn push_line(out: &mut Vec<u8>, runid: &str, sender: usize, seq: u32, sent: u64, size: usize) {
@@ -624,7 +738,7 @@ struct SendPlan {
 
 /// Sends one sender's messages; returns when all are sent, at the deadline,
 /// or when the connection fails.
-async fn send(sh: Arc<Shared>, id: usize, mut wr: OwnedWriteHalf, plan: Arc<SendPlan>) {
+async fn send(sh: Arc<Shared>, id: usize, mut wr: Wr, plan: Arc<SendPlan>) {
     let m = sh.messages as u32;
     let base = id * sh.messages;
     let t0 = Instant::now();
@@ -790,12 +904,14 @@ struct Join {
     /// Client `i` connects to `addrs[i % len]`.
     addrs: Arc<[SocketAddr]>,
     deadline: Instant,
-    writers: Vec<Option<OwnedWriteHalf>>,
+    writers: Vec<Option<Wr>>,
+    /// `--tls-pin`: how the counted clients do TLS.
+    tls: Option<Arc<(tokio_rustls::TlsConnector, sockit::trust::Trust)>>,
     /// Per client: it sent its nudge line on its current connection.
     nudged: Vec<bool>,
     /// Per client: how often it was connected anew.
     reconnects: Vec<u32>,
-    rejoins: JoinSet<(usize, Result<tokio::net::TcpStream>)>,
+    rejoins: JoinSet<(usize, Result<Conn>)>,
     sync_rounds: u32,
     /// Sync lines sent in all rounds.
     sync_lines: u64,
@@ -819,13 +935,13 @@ impl Join {
         let mut joins = JoinSet::new();
         for i in clients {
             let gate = gate.clone();
-            let (addr, deadline) = (self.addr(i), self.deadline);
+            let (addr, deadline, tls) = (self.addr(i), self.deadline, self.tls.clone());
             joins.spawn(async move {
                 let _permit = gate
                     .acquire_owned()
                     .await
                     .map_err(|_| anyhow!("semaphore closed"))?;
-                let stream = connect_retry(addr, i, deadline).await?;
+                let stream = open(addr, i, deadline, tls).await?;
                 Ok::<_, anyhow::Error>((i, stream))
             });
         }
@@ -845,9 +961,19 @@ impl Join {
         }
     }
 
-    fn attach(&mut self, i: usize, stream: tokio::net::TcpStream) {
-        let (rd, wr) = stream.into_split();
-        tokio::spawn(receive(self.sh.clone(), i, rd));
+    fn attach(&mut self, i: usize, conn: Conn) {
+        let wr = match conn {
+            Conn::Plain(stream) => {
+                let (rd, wr) = stream.into_split();
+                tokio::spawn(receive(self.sh.clone(), i, rd));
+                Wr::Plain(wr)
+            }
+            Conn::Tls(session) => {
+                let (rd, wr) = tokio::io::split(session);
+                tokio::spawn(receive_tls(self.sh.clone(), i, rd));
+                Wr::Tls(wr)
+            }
+        };
         self.writers[i] = Some(wr);
         self.nudged[i] = false;
     }
@@ -899,7 +1025,7 @@ impl Join {
             // cookie check and be answered with a reset.
             if now >= started + NUDGE_AFTER {
                 for i in unready.clone() {
-                    if let Some(w) = &self.writers[i]
+                    if let Some(Wr::Plain(w)) = &self.writers[i]
                         && !self.nudged[i]
                         && sh.synced[i].load(Relaxed) < round
                     {
@@ -938,9 +1064,9 @@ impl Join {
                         );
                     }
                     self.writers[i] = None;
-                    let (addr, deadline) = (self.addr(i), self.deadline);
+                    let (addr, deadline, tls) = (self.addr(i), self.deadline, self.tls.clone());
                     self.rejoins
-                        .spawn(async move { (i, connect_retry(addr, i, deadline).await) });
+                        .spawn(async move { (i, open(addr, i, deadline, tls).await) });
                     unready.start = unready.start.min(i.max(1));
                 }
             }
@@ -1330,6 +1456,10 @@ async fn run_async(args: &Args, n: usize, s: usize, m: usize) -> Result<Report> 
         addrs: args.addr.clone().into(),
         deadline,
         writers: (0..n).map(|_| None).collect(),
+        tls: match &args.tls_pin {
+            Some(pin) => Some(Arc::new(tls_connector(pin)?)),
+            None => None,
+        },
         nudged: vec![false; n],
         reconnects: vec![0; n],
         rejoins: JoinSet::new(),
