@@ -279,7 +279,7 @@ impl Stream {
 
     /// The connection as a blocking socket, for services that move bytes
     /// with blocking system calls on threads of their own (file
-    /// transfer's `sendfile` and receive pipeline, ping's timed reads).
+    /// transfer's `sendfile` and receive pipeline).
     ///
     /// A plain stream is its own socket. A TLS stream is bridged: the
     /// service gets one end of a Unix socket pair and a task on the
@@ -315,6 +315,84 @@ impl Stream {
                 fault,
             },
         ))
+    }
+}
+
+impl Stream {
+    /// The connection for one blocking thread that both writes and reads
+    /// it (ping's probe and reply, with `SO_RCVTIMEO`): the plain socket,
+    /// or the client session driven by rustls's blocking `StreamOwned`
+    /// on it. No bridge (see [`Stream::into_blocking`]) sits between, so a
+    /// round trip measures TLS and the network, not a hop through a
+    /// socket pair and a task wake-up each way.
+    pub fn into_sync(self) -> io::Result<SyncStream> {
+        let tls = match self {
+            Stream::Plain(s) => {
+                let s = s.into_std()?;
+                s.set_nonblocking(false)?;
+                return Ok(SyncStream::Plain(s));
+            }
+            Stream::Tls(t) => t.inner.into_inner().unwrap_or_else(PoisonError::into_inner),
+        };
+        if tls.taken < tls.ahead.len() {
+            // Nothing reads a connection before it is handed over.
+            return Err(io::Error::other("plaintext was read ahead of the handover"));
+        }
+        let tokio_rustls::TlsStream::Client(session) = tls.io else {
+            return Err(io::Error::other(
+                "only a client session runs on a blocking thread",
+            ));
+        };
+        let (tcp, conn) = session.into_inner();
+        let tcp = tcp.into_std()?;
+        tcp.set_nonblocking(false)?;
+        Ok(SyncStream::Tls(Box::new(rustls::StreamOwned::new(
+            conn, tcp,
+        ))))
+    }
+}
+
+/// A connection as one blocking thread uses it (see [`Stream::into_sync`]).
+#[derive(Debug)]
+pub enum SyncStream {
+    Plain(std::net::TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>),
+}
+
+impl SyncStream {
+    /// `SO_RCVTIMEO` on the socket: a read with nothing to read ends with
+    /// `WouldBlock` after it (through TLS too; the session keeps what it
+    /// had read of a record).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            SyncStream::Plain(s) => s.set_read_timeout(timeout),
+            SyncStream::Tls(t) => t.sock.set_read_timeout(timeout),
+        }
+    }
+}
+
+impl io::Read for SyncStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            SyncStream::Plain(s) => s.read(buf),
+            SyncStream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl io::Write for SyncStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            SyncStream::Plain(s) => s.write(buf),
+            SyncStream::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            SyncStream::Plain(s) => s.flush(),
+            SyncStream::Tls(t) => t.flush(),
+        }
     }
 }
 

@@ -24,8 +24,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::UdpSocket;
-
-use socket2::Socket;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -34,7 +32,7 @@ use super::protocol::{self, MAGIC, Reply, Tracker};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::net;
-use crate::transport::Connector;
+use crate::transport::{Connector, SyncStream};
 
 /// Longest a receive blocks before the loop looks at the shutdown token.
 const SLICE: Duration = Duration::from_millis(100);
@@ -84,10 +82,10 @@ pub async fn ping(config: Config, ctx: Context) -> Result<()> {
             .connect(&config.host, config.port, config.wait)
             .await?;
         let connect = started.elapsed();
-        // The probes run on a blocking thread with SO_RCVTIMEO. A TLS
-        // session is bridged; its pump ends when the socket is dropped.
-        let (stream, _bridge) = stream
-            .into_blocking()
+        // The probes run on a blocking thread with SO_RCVTIMEO, TLS
+        // included (rustls's blocking stream on the same socket).
+        let stream = stream
+            .into_sync()
             .map_err(|e| Error::io("cannot set up the TCP connection", e))?;
         Link::Tcp(TcpLink::new(stream, config.size), connect)
     } else {
@@ -117,7 +115,7 @@ enum Link {
 
 /// A TCP connection cut into replies of the probe size.
 struct TcpLink {
-    stream: Socket,
+    stream: SyncStream,
     size: usize,
     buf: Vec<u8>,
     /// Bytes at the front of `buf` already handed out.
@@ -125,7 +123,7 @@ struct TcpLink {
 }
 
 impl TcpLink {
-    fn new(stream: Socket, size: usize) -> Self {
+    fn new(stream: SyncStream, size: usize) -> Self {
         TcpLink {
             stream,
             size: size.max(protocol::MIN_SIZE),
