@@ -61,10 +61,45 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	run tls "$r"
 done
 
+# idle SHAPE: IDLE clients connected by chatload and held; the server's
+# VmRSS then over its VmRSS before, per client, in KiB.
+rss() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status"; }
+idle() {
+	local shape=$1 pid port before load i pin=() tls=()
+	[[ $shape == tls ]] && tls=(--tls --identity "$WORK/identity.pem")
+	start "idle-$shape" "$SOCKIT" chat serve -b 127.0.0.1 -p 0 --max-clients 20000 "${tls[@]}"
+	pid=$LAST_PID
+	port=$(wait_line "idle-$shape" "$pid" "$WORK/idle-$shape.out" '^listening on 127\.0\.0\.1:([0-9]+)$')
+	[[ $shape == tls ]] && pin=(--tls-pin "$("$SOCKIT" id --identity "$WORK/identity.pem")")
+	before=$(rss "$pid")
+	start "idle-load-$shape" "$CHATLOAD" --addr "127.0.0.1:$port" --clients "$IDLE" --senders 0 \
+		--messages 0 --hold 600 "${pin[@]}"
+	load=$LAST_PID
+	for ((i = 0; i < 1200; i++)); do
+		grep -q '^ready' "$WORK/idle-load-$shape.err" && break
+		kill -0 "$load" 2>/dev/null || die "chatload (idle, $shape) failed: $(tail -3 "$WORK/idle-load-$shape.err")"
+		sleep 0.1
+	done
+	grep -q '^ready' "$WORK/idle-load-$shape.err" || die "chatload (idle, $shape) was not ready in 120 s"
+	# As bench/chat.sh (d): read a second after every client is in, once
+	# the welcomes and join notices have been written and let go.
+	sleep 1
+	echo "$shape $(awk -v a="$(rss "$pid")" -v b="$before" -v n="$IDLE" 'BEGIN {printf "%.2f", (a - b) / n}')" >>"$WORK/idle.txt"
+	stop "$load"
+	stop "$pid"
+}
+IDLE=${IDLE:-5000}
+check_int IDLE "$IDLE" 0 15000
+if ((IDLE > 0)); then
+	echo "chat-tls.sh: $IDLE idle clients per shape" >&2
+	idle plain
+	idle tls
+fi
+
 mkdir -p bench/results
-python3 - "$WORK" "$ROUNDS" "$CLIENTS" "$SENDERS" "$MESSAGES" "$SIZE" <<'PY' | tee bench/results/chat-tls-latest.txt
+python3 - "$WORK" "$ROUNDS" "$CLIENTS" "$SENDERS" "$MESSAGES" "$SIZE" "$IDLE" <<'PY' | tee bench/results/chat-tls-latest.txt
 import json, os, statistics, sys, time
-work, rounds, clients, senders, messages, size = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
+work, rounds, clients, senders, messages, size, idle = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
 runs = {s: [json.load(open(os.path.join(work, f"{s}-{r}.json"))) for r in range(1, rounds + 1)] for s in ("plain", "tls")}
 for s, rs in runs.items():
     for j in rs:
@@ -82,6 +117,10 @@ for label, key, sub in rows:
     except KeyError:
         continue
     fmt = lambda v: f"{v:,.3f}" if v < 100 else f"{v:,.0f}"
-    print(f"  {label:26} plain {fmt(p):>12}  tls {fmt(t):>12}  tls/plain {t / p:5.2f}x   (plain {' '.join(fmt(v) for v in pv)}; tls {' '.join(fmt(v) for v in tv)})")
-print("  goals: TLS connect of 1,000 clients <= 1.0 s; TLS server CPU per delivery <= 1.5x plaintext")
+    ratio = f"{t / p:5.2f}x" if p else "    -"
+    print(f"  {label:26} plain {fmt(p):>12}  tls {fmt(t):>12}  tls/plain {ratio}   (plain {' '.join(fmt(v) for v in pv)}; tls {' '.join(fmt(v) for v in tv)})")
+if os.path.exists(os.path.join(work, "idle.txt")):
+    per = dict(line.split() for line in open(os.path.join(work, "idle.txt")))
+    print(f"  idle RSS per client at {idle}: plain {per['plain']} KiB, tls {per['tls']} KiB")
+print("  goals: TLS connect of 1,000 clients <= 1.0 s; TLS server CPU per delivery <= 1.5x plaintext; plaintext idle <= 2 KiB")
 PY

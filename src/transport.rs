@@ -710,6 +710,11 @@ impl Acceptor {
         })
     }
 
+    /// Whether connections are taken as they come (no handshake).
+    pub fn is_plain(&self) -> bool {
+        matches!(self.mode, Mode::Plain)
+    }
+
     /// Takes one accepted socket on; an error (or the timeout) drops the
     /// connection and is logged by the accept loop.
     pub async fn accept(&self, tcp: TcpStream) -> io::Result<Stream> {
