@@ -1042,11 +1042,7 @@ fn tls_receiver(dst: &TempDir, id_dir: &TempDir, extra: &[&str]) -> (Server, Str
     let mut args = vec!["--tls", "--identity", identity.to_str().expect("utf-8")];
     args.extend_from_slice(extra);
     let server = receiver(dst, &args);
-    let line = server.next_line();
-    let id = line
-        .strip_prefix("identity ")
-        .unwrap_or_else(|| panic!("second line was {line:?}"))
-        .to_string();
+    let id = server.identity();
     (server, id)
 }
 

@@ -667,11 +667,7 @@ fn tls_server(dir: &std::path::Path, kind: &[&str]) -> (Server, String) {
     args.extend(["-b", "127.0.0.1", "-p", "0", "--tls", "--identity"]);
     args.push(file.to_str().expect("utf-8 path"));
     let server = Server::sockit(&args);
-    let line = server.next_line();
-    let id = line
-        .strip_prefix("identity ")
-        .unwrap_or_else(|| panic!("second line was {line:?}"))
-        .to_string();
+    let id = server.identity();
     (server, id)
 }
 

@@ -97,6 +97,15 @@ impl Server {
             .expect("the server printed no further line in time")
     }
 
+    /// The identity a `--tls` server prints after `listening on` (its
+    /// next line): `SKT-...`.
+    pub fn identity(&self) -> String {
+        let line = self.next_line();
+        line.strip_prefix("identity ")
+            .unwrap_or_else(|| panic!("expected the identity line, got {line:?}"))
+            .to_string()
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
