@@ -321,11 +321,31 @@ fn a_byte_flipped_in_transit_is_rejected() {
 
 #[test]
 fn a_killed_sender_resumes_where_it_stopped() {
-    let src = TempDir::new("resume-src");
-    let dst = TempDir::new("resume-dst");
+    killed_sender_resumes(false);
+}
+
+#[test]
+fn a_killed_tls_sender_resumes_where_it_stopped() {
+    killed_sender_resumes(true);
+}
+
+/// A sender killed after about 80 MB of 200, then the same file again:
+/// only the rest is sent, and the copy is whole. With `tls`, both times
+/// over TLS, pinned: the part kept is what crossed the bridge.
+fn killed_sender_resumes(tls: bool) {
+    let name = if tls { "resume-tls" } else { "resume" };
+    let src = TempDir::new(&format!("{name}-src"));
+    let dst = TempDir::new(&format!("{name}-dst"));
+    let ids = TempDir::new(&format!("{name}-id"));
     let file = src.join("big.bin");
     random_file(&file, 200 << 20);
-    let server = receiver(&dst, &[]);
+    let (server, tls_args) = if tls {
+        let (server, id) = tls_receiver(&dst, &ids, &[]);
+        (server, vec!["--tls".to_string(), "--pin".to_string(), id])
+    } else {
+        (receiver(&dst, &[]), Vec::new())
+    };
+    let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
 
     // The proxy lets about 80 MB through, then holds the rest back.
     let (reached_tx, reached) = mpsc::channel();
@@ -342,6 +362,7 @@ fn a_killed_sender_resumes_where_it_stopped() {
         .args(["file", "send", "127.0.0.1", &port.to_string()])
         .arg(&file)
         .arg("--json")
+        .args(&tls_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -364,7 +385,9 @@ fn a_killed_sender_resumes_where_it_stopped() {
     assert!(!dst.join("big.bin").exists());
     assert_eq!(partials(dst.path()).len(), 1);
 
-    let out = send(server.port(), &[&file], &["--json"]);
+    let mut args = vec!["--json"];
+    args.extend(&tls_args);
+    let out = send(server.port(), &[&file], &args);
     assert_ok(&out);
     let s = summary(&out);
     let sent = s["sent"].as_u64().expect("sent");
