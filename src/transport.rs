@@ -88,6 +88,12 @@ impl std::fmt::Debug for Tls {
 /// Plaintext read ahead at once, at most.
 const READ_AHEAD: usize = 16 * 1024;
 
+thread_local! {
+    /// Where `poll_read_ready` reads ahead into, one per runtime thread.
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; READ_AHEAD].into_boxed_slice());
+}
+
 impl Tls {
     fn new(io: tokio_rustls::TlsStream<TcpStream>) -> Tls {
         Tls {
@@ -114,28 +120,26 @@ impl Tls {
             return Poll::Ready(Ok(()));
         }
         let t = &mut *t;
-        t.ahead.resize(READ_AHEAD, 0);
-        t.taken = 0;
-        let mut buf = ReadBuf::new(&mut t.ahead);
-        let polled = Pin::new(&mut t.io).poll_read(cx, &mut buf);
-        let n = buf.filled().len();
-        match polled {
-            Poll::Ready(Ok(())) => {
-                t.ahead.truncate(n);
-                if n == 0 {
-                    t.eof = true;
+        // Read into this thread's scratch buffer, and keep only what came:
+        // an idle member's poll (most polls) then allocates nothing, and
+        // no poll zeroes 16 KiB first.
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut buf = ReadBuf::new(&mut scratch[..]);
+            let polled = Pin::new(&mut t.io).poll_read(cx, &mut buf);
+            match polled {
+                Poll::Ready(Ok(())) => {
+                    let got = buf.filled();
+                    if got.is_empty() {
+                        t.eof = true;
+                    }
+                    t.ahead = got.to_vec();
+                    t.taken = 0;
+                    Poll::Ready(Ok(()))
                 }
-                Poll::Ready(Ok(()))
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
             }
-            Poll::Ready(Err(e)) => {
-                t.ahead = Vec::new();
-                Poll::Ready(Err(e))
-            }
-            Poll::Pending => {
-                t.ahead = Vec::new();
-                Poll::Pending
-            }
-        }
+        })
     }
 
     /// Reads without waiting: what was read ahead first, then whatever
