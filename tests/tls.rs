@@ -455,23 +455,27 @@ fn sockit_clients_talk_to_openssl_s_server_and_ncat_ssl() {
     run(&req);
     let ext = path("ext.cnf");
     std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").expect("write");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca_cert,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &ext,
-        "-out",
-        &cert,
-    ]);
+    // The CA signs the server's request, for `days` days, into `out`.
+    let sign = |days: &str, out: &str| {
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_cert,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            days,
+            "-extfile",
+            &ext,
+            "-out",
+            out,
+        ])
+    };
+    sign("2", &cert);
 
     // openssl s_server -rev: answers each line reversed.
     let port = closed_port();
@@ -630,23 +634,7 @@ fn sockit_clients_talk_to_openssl_s_server_and_ncat_ssl() {
     assert_eq!(stdout(&out).trim(), shown);
     drop(server);
     let renewed = path("renewed.pem");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca_cert,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-extfile",
-        &ext,
-        "-out",
-        &renewed,
-    ]);
+    sign("30", &renewed);
     let (_server, renewed_shown) = chat_with(&renewed);
     assert_eq!(renewed_shown, shown, "the same key, the same identity");
     let _ = std::fs::remove_dir_all(&dir);

@@ -240,9 +240,7 @@ async fn connection(
     };
     drop(handle);
     // A TLS session ends once the bridge has passed our last reply on.
-    if let Err(e) = bridge.finish(idle).await {
-        tracing::debug!("TLS session with {peer} ended badly: {e}");
-    }
+    bridge.finish(idle).await;
     tally
 }
 

@@ -123,12 +123,10 @@ pub async fn send(config: Config, ctx: Context) -> Result<()> {
             .map_err(|e| Error::io("the sending thread failed", io::Error::other(e)))?;
     // The receiver has closed by now (the session waits for it); a TLS
     // bridge only has its own end to finish.
-    if let Err(e) = bridge.finish(wait).await {
-        tracing::debug!("the TLS session ended badly: {e}");
-    }
+    bridge.finish(wait).await;
     // A lost connection is named by its TLS failure, if it had one.
     match sent {
-        Err(Error::Closed { peer, source }) => Err(Error::closed(
+        Err(Error::Closed { peer, source }) if fault.get().is_some() => Err(Error::closed(
             peer,
             io::Error::other(fault.explain(&source)),
         )),
